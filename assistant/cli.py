@@ -1,0 +1,202 @@
+"""The ``assistant`` command. Heavy libraries are imported inside commands so --help is instant."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from assistant.errors import AssistantError
+
+
+class _UserError(click.ClickException):
+    """Shows an AssistantError as 'Error: ...' plus its hint, exit status 1."""
+
+    def __init__(self, error: AssistantError) -> None:
+        super().__init__(str(error))
+        self.hint = error.hint
+
+    def show(self, file=None) -> None:
+        click.echo(f"Error: {self.format_message()}", err=True)
+        if self.hint:
+            click.echo(f"Hint: {self.hint}", err=True)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except AssistantError as error:
+            raise _UserError(error) from None
+
+
+def _prompt_passphrase(new: bool) -> str:
+    if not sys.stdin.isatty():
+        raise AssistantError(
+            "A passphrase is needed and there is no terminal to ask for it.",
+            hint="Set ASSISTANT_PASSPHRASE.",
+        )
+    label = "Choose a passphrase for your memory" if new else "Passphrase"
+    return click.prompt(label, hide_input=True, confirmation_prompt=new)
+
+
+def _runtime():
+    from assistant.runtime import Runtime
+
+    return Runtime(passphrase_prompt=_prompt_passphrase)
+
+
+@click.group(cls=_Group, invoke_without_command=True)
+@click.version_option(package_name="sleeping-assistant")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """An on-device personal assistant that learns while it sleeps.
+
+    With no command, opens the chat.
+    """
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(chat)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def paths(as_json: bool) -> None:
+    """Show where data, config, cache, models and the key file live."""
+    from assistant.paths import Paths
+
+    described = Paths.discover().describe()
+    if as_json:
+        click.echo(json.dumps(described, indent=2))
+    else:
+        for name, where in described.items():
+            click.echo(f"{name:>22}: {where}")
+
+
+@cli.command()
+@click.option(
+    "--passphrase", "source", flag_value="passphrase", help="Derive the key from a passphrase."
+)
+@click.option("--keyring", "source", flag_value="keyring", help="Keep the key in the OS keychain.")
+@click.option(
+    "--key-file",
+    "source",
+    flag_value="keyfile",
+    help="Keep the key in a 0600 file (weaker: anyone who reads it reads your memory).",
+)
+def init(source: str | None) -> None:
+    """Create the key that encrypts your memory (chosen automatically if you skip this)."""
+    from assistant.keys import choose_default_source, initialize
+
+    runtime = _runtime()
+    source = source or choose_default_source()
+    if source == "keyfile":
+        click.echo(
+            "Warning: with a key file, anyone who can read "
+            f"{runtime.paths.key_file} can read your memory.",
+            err=True,
+        )
+        click.confirm("Keep the key in a file anyway?", abort=True)
+    initialize(runtime.database, runtime.paths.key_file, source, _prompt_passphrase)
+    click.echo(f"Memory key created ({source}).")
+
+
+@cli.command()
+@click.option("--once", "once", metavar="TEXT", help="Send one message, print the reply, exit.")
+@click.option("--conversation", type=int, help="Continue this conversation (with --once).")
+def chat(once: str | None, conversation: int | None) -> None:
+    """Chat with the assistant (opens the terminal UI unless --once is given)."""
+    runtime = _runtime()
+    if once is None:
+        from assistant.tui.app import run_app
+
+        if runtime.models.active() is not None:
+            runtime.memory  # noqa: B018 - unlock (and maybe prompt) before the UI takes the terminal
+        run_app(runtime)
+        return
+    from assistant.chat import ChatSession
+    from assistant.memory import validate_message
+
+    validate_message(once)
+    store = runtime.memory
+    engine = runtime.load_engine()
+    session = ChatSession(
+        store,
+        engine,
+        conversation,
+        max_reply_tokens=runtime.config.max_reply_tokens,
+        temperature=runtime.config.temperature,
+    )
+
+    def show(piece: str) -> None:
+        click.echo(piece, nl=False)
+        sys.stdout.flush()
+
+    session.respond(once, on_piece=show)
+    click.echo()
+
+
+@cli.group(cls=_Group)
+def model() -> None:
+    """Add, list, choose and remove local models."""
+
+
+@model.command("add")
+@click.argument("source")
+@click.option("--name", help="Name to register it under (default: from the path or repo id).")
+@click.option("--quant", type=click.Choice(["q8_0", "q4_k_m"]), help="Quantize the GGUF for chat.")
+def model_add(source: str, name: str | None, quant: str | None) -> None:
+    """Add a model from a local Hugging Face directory or a hub repo id.
+
+    Example: assistant model add Qwen/Qwen2.5-0.5B-Instruct --quant q8_0
+    """
+    record = _runtime().models.add(
+        source, name, quant, progress=lambda step: click.echo(f"... {step}", err=True)
+    )
+    click.echo(f"Added {record.name} ({record.architecture}) -> {record.gguf_path}")
+
+
+@model.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def model_list(as_json: bool) -> None:
+    """List registered models; * marks the one in use."""
+    registry = _runtime().models
+    active = registry.active()
+    records = registry.list()
+    if as_json:
+        rows = [{**{k: str(v) for k, v in vars(r).items()}, "active": r == active} for r in records]
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not records:
+        click.echo("No models yet. Add one with `assistant model add PATH|REPO_ID`.")
+    for record in records:
+        mark = "*" if record == active else " "
+        click.echo(
+            f"{mark} {record.name}  {record.architecture}  {record.quant or 'full'}"
+            f"  {record.source}"
+        )
+
+
+@model.command("use")
+@click.argument("name")
+def model_use(name: str) -> None:
+    """Chat with NAME from now on."""
+    _runtime().models.use(name)
+    click.echo(f"Now using {name}.")
+
+
+@model.command("rm")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def model_rm(name: str, yes: bool) -> None:
+    """Remove NAME, its files and the experts learned on it."""
+    registry = _runtime().models
+    registry.get(name)
+    if not yes:
+        click.confirm(f"Remove {name} and every expert learned on it?", abort=True)
+    registry.remove(name)
+    click.echo(f"Removed {name}.")
+
+
+def main() -> None:
+    cli(prog_name="assistant")

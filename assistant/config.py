@@ -1,0 +1,37 @@
+"""User settings, a small JSON file in the config directory; missing keys take defaults."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from assistant.errors import AssistantError
+
+
+@dataclass(frozen=True)
+class Config:
+    n_ctx: int = 2048
+    max_reply_tokens: int = 256
+    temperature: float = 0.0
+    threads: int | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> Config:
+        if not path.exists():
+            return cls()
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise AssistantError(f"The config file {path} is not valid JSON ({err}).") from None
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise AssistantError(
+                f"Unknown setting(s) in {path}: {', '.join(unknown)}.",
+                hint=f"Known settings: {', '.join(sorted(known))}.",
+            )
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

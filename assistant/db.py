@@ -1,0 +1,149 @@
+"""The one SQLite file: connection settings and named migrations.
+
+Migrations follow simonw/llm's pattern: each is a function applied once, in
+order, and its name is recorded in ``_migrations``. Never edit a migration that
+has shipped; add a new one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlite_utils
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = []
+
+
+def migration(
+    fn: Callable[[sqlite_utils.Database], None],
+) -> Callable[[sqlite_utils.Database], None]:
+    MIGRATIONS.append(fn)
+    return fn
+
+
+@migration
+def m001_memory(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        -- One epoch = the span of memories one sleep consolidates. Its data key
+        -- exists only wrapped by the master key; deleting it shreds the epoch.
+        CREATE TABLE epochs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            wrapped_key BLOB NOT NULL,
+            created_at TEXT NOT NULL,
+            sealed_at TEXT
+        );
+        CREATE TABLE conversations (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE turns (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            epoch_id INTEGER NOT NULL REFERENCES epochs(id),
+            conversation_id INTEGER NOT NULL REFERENCES conversations(id),
+            role TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            nonce BLOB NOT NULL,
+            ciphertext BLOB NOT NULL
+        );
+        CREATE INDEX turns_epoch ON turns(epoch_id);
+        CREATE INDEX turns_conversation ON turns(conversation_id);
+        """
+    )
+
+
+@migration
+def m002_models(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE models (
+            name TEXT PRIMARY KEY,
+            source TEXT NOT NULL,
+            architecture TEXT NOT NULL,
+            hf_dir TEXT NOT NULL,
+            gguf_path TEXT NOT NULL,
+            quant TEXT,
+            added_at TEXT NOT NULL
+        );
+        -- Learned LoRA experts; the sleep runner commits rows here.
+        CREATE TABLE experts (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            model_name TEXT NOT NULL REFERENCES models(name),
+            level INTEGER NOT NULL DEFAULT 1,
+            scale REAL NOT NULL DEFAULT 1.0,
+            status TEXT NOT NULL DEFAULT 'active',
+            peft_dir TEXT NOT NULL,
+            gguf_path TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        """
+    )
+
+
+class Database:
+    """A thread-safe handle on the SQLite file with the settings privacy needs.
+
+    ``temp_store=MEMORY`` keeps sort/temp tables off disk, ``secure_delete``
+    zeroes freed pages, WAL lets the UI read while a reply is being stored.
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = path
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        for pragma in (
+            "journal_mode=WAL",
+            "temp_store=MEMORY",
+            "secure_delete=ON",
+            "foreign_keys=ON",
+            "busy_timeout=10000",
+            "synchronous=FULL",
+        ):
+            conn.execute(f"PRAGMA {pragma}")
+        path.chmod(0o600)
+        self.conn = conn
+        self.db = sqlite_utils.Database(conn)
+        self.lock = threading.RLock()
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self.lock:
+            self.db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY)")
+            done = {row[0] for row in self.db.execute("SELECT name FROM _migrations")}
+            for fn in MIGRATIONS:
+                if fn.__name__ not in done:
+                    with self.transaction():
+                        fn(self.db)
+                        self.db.execute("INSERT INTO _migrations VALUES (?)", [fn.__name__])
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""
+        with self.lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
+    def execute(self, sql: str, params: tuple | list | dict = ()) -> sqlite3.Cursor:
+        with self.lock:
+            return self.conn.execute(sql, params)
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [key, value])
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()

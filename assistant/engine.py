@@ -1,0 +1,232 @@
+"""llama.cpp inference: one base GGUF plus any number of GGUF LoRA experts.
+
+The high-level ``llama_cpp.Llama`` loads the model and does sampling and
+detokenisation; experts go through the low-level adapter API so each can have
+its own scale (``llama_set_adapters_lora`` in new llama.cpp, one
+``llama_set_adapter_lora`` call per adapter in older ones). Any change of
+experts clears the KV cache, since cached keys/values were computed with the
+old weights.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from assistant.errors import ModelError
+
+# Used when a model's GGUF carries no chat template (ChatML, as in Qwen2).
+FALLBACK_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def _is_full_precision(model_path: Path) -> bool:
+    """True for an all-F32 GGUF, whose KV cache should then be F32 too (llama.cpp defaults to F16)."""
+    import gguf
+
+    field = gguf.GGUFReader(model_path).get_field("general.file_type")
+    return field is not None and int(field.contents()) == gguf.LlamaFileType.ALL_F32
+
+
+def _cpu_has_amx() -> bool:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return any(line.startswith("flags") and " amx_int8" in line for line in cpuinfo)
+    except OSError:
+        return False
+
+
+_PARAMS_LOCK = threading.Lock()
+
+
+@contextmanager
+def _model_params_without_extra_buffers(llama_cpp) -> Iterator[None]:
+    """Load with llama.cpp's extra CPU buffer types (AMX / weight repacking) turned off.
+
+    On AMX CPUs the llama.cpp bundled with llama-cpp-python 0.3.36 crashes (SIGSEGV)
+    evaluating quantized models through those buffers; plain CPU buffers work. The
+    high-level ``Llama`` has no switch for it, so its defaults are swapped while it loads.
+    """
+    module = llama_cpp.llama.llama_cpp
+    original = module.llama_model_default_params
+
+    def params():
+        value = original()
+        value.use_extra_bufts = False
+        return value
+
+    with _PARAMS_LOCK:
+        module.llama_model_default_params = params
+        try:
+            yield
+        finally:
+            module.llama_model_default_params = original
+
+
+@dataclass(frozen=True)
+class ExpertSpec:
+    path: Path
+    scale: float = 1.0
+
+
+class ChatEngine:
+    def __init__(
+        self,
+        model_path: Path,
+        experts: Sequence[ExpertSpec] = (),
+        n_ctx: int = 2048,
+        seed: int = 0,
+        n_threads: int | None = None,
+    ) -> None:
+        import llama_cpp
+
+        model_path = Path(model_path)
+        if not model_path.is_file():
+            raise ModelError(
+                f"The model file {model_path} is missing.",
+                hint="Re-add the model with `assistant model add`.",
+            )
+        kv_type = (
+            llama_cpp.GGML_TYPE_F32 if _is_full_precision(model_path) else llama_cpp.GGML_TYPE_F16
+        )
+        guard = _model_params_without_extra_buffers(llama_cpp) if _cpu_has_amx() else nullcontext()
+        try:
+            with guard:
+                self.llm = llama_cpp.Llama(
+                    model_path=str(model_path),
+                    n_ctx=n_ctx,
+                    seed=seed,
+                    n_threads=n_threads or max(1, (os.cpu_count() or 2)),
+                    type_k=kv_type,
+                    type_v=kv_type,
+                    verbose=False,
+                )
+        except ValueError as err:
+            raise ModelError(f"llama.cpp could not load {model_path.name}: {err}") from None
+        self._lib = llama_cpp
+        self._adapters: dict[Path, ctypes.c_void_p] = {}
+        self._active: list[ExpertSpec] = []
+        metadata = self.llm.metadata
+        self.chat_template = metadata.get("tokenizer.chat_template") or FALLBACK_CHAT_TEMPLATE
+        self.set_experts(experts)
+
+    # -- experts -------------------------------------------------------------
+    @property
+    def experts(self) -> list[ExpertSpec]:
+        return list(self._active)
+
+    def set_experts(self, experts: Sequence[ExpertSpec]) -> None:
+        """Apply exactly these experts with these scales, loading/freeing adapters as needed."""
+        lib, ctx = self._lib, self.llm._ctx.ctx
+        wanted = {Path(e.path) for e in experts}
+        for spec in experts:
+            path = Path(spec.path)
+            if path not in self._adapters:
+                if not path.is_file():
+                    raise ModelError(f"The expert file {path} is missing.")
+                adapter = lib.llama_adapter_lora_init(self.llm._model.model, str(path).encode())
+                if not adapter:
+                    raise ModelError(f"llama.cpp refused the LoRA adapter {path.name}.")
+                self._adapters[path] = adapter
+        if hasattr(lib, "llama_set_adapters_lora"):
+            count = len(experts)
+            handles = (lib.llama_adapter_lora_p_ctypes * max(count, 1))(
+                *[self._adapters[Path(e.path)] for e in experts]
+            )
+            scales = (ctypes.c_float * max(count, 1))(*[e.scale for e in experts])
+            status = lib.llama_set_adapters_lora(ctx, handles, count, scales)
+        else:
+            lib.llama_clear_adapter_lora(ctx)
+            status = 0
+            for spec in experts:
+                status |= lib.llama_set_adapter_lora(
+                    ctx, self._adapters[Path(spec.path)], spec.scale
+                )
+        if status != 0:
+            raise ModelError(f"llama.cpp could not apply the experts (status {status}).")
+        for path in [p for p in self._adapters if p not in wanted]:
+            lib.llama_adapter_lora_free(self._adapters.pop(path))
+        self._active = [ExpertSpec(Path(e.path), float(e.scale)) for e in experts]
+        self.reset_cache()
+
+    def reset_cache(self) -> None:
+        self.llm.reset()
+        self.llm._ctx.kv_cache_clear()
+
+    # -- tokens and logits -----------------------------------------------------
+    @property
+    def n_ctx(self) -> int:
+        return self.llm.n_ctx()
+
+    def tokenize(self, text: str, special: bool = True) -> list[int]:
+        add_bos = self.llm._model.add_bos_token() and not (
+            text.startswith(self.bos_text) and self.bos_text
+        )
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
+
+    @property
+    def bos_text(self) -> str:
+        bos = self.llm.token_bos()
+        return self.llm._model.token_get_text(bos) if bos >= 0 else ""
+
+    def last_logits(self, tokens: Sequence[int]) -> np.ndarray:
+        """Next-token logits after ``tokens`` (evaluated from scratch)."""
+        self.reset_cache()
+        self.llm.eval(list(tokens))
+        pointer = self._lib.llama_get_logits_ith(self.llm._ctx.ctx, -1)
+        return np.ctypeslib.as_array(pointer, shape=(self.llm.n_vocab(),)).copy()
+
+    # -- chat -----------------------------------------------------------------
+    def render(self, messages: Sequence[dict[str, str]]) -> str:
+        """Render messages with the model's own chat template, ready for the reply."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        eos = self.llm.token_eos()
+        formatter = Jinja2ChatFormatter(
+            template=self.chat_template,
+            eos_token=self.llm._model.token_get_text(eos) if eos >= 0 else "",
+            bos_token=self.bos_text,
+            add_generation_prompt=True,
+        )
+        return formatter(messages=list(messages)).prompt
+
+    def stream(
+        self,
+        prompt_tokens: Sequence[int],
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> Iterator[str]:
+        """Yield reply text pieces until end of turn, ``max_tokens`` or ``should_stop()``."""
+        chunks = self.llm.create_completion(
+            list(prompt_tokens),
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_k=1 if temperature == 0 else 40,
+            stream=True,
+        )
+        try:
+            for chunk in chunks:
+                if should_stop():
+                    break
+                text = chunk["choices"][0]["text"]
+                if text:
+                    yield text
+        finally:
+            chunks.close()
+
+    def close(self) -> None:
+        for adapter in self._adapters.values():
+            self._lib.llama_adapter_lora_free(adapter)
+        self._adapters.clear()
+        self.llm.close()

@@ -1,0 +1,82 @@
+"""Write a PEFT LoRA adapter as a GGUF LoRA that llama.cpp applies at run time.
+
+llama.cpp scales each adapter by ``user_scale * adapter.lora.alpha / rank``,
+which is PEFT's ``lora_alpha / r``; for rsLoRA (``alpha / sqrt(r)``) the alpha
+written is adjusted so both give the same update. Tensor names are the base
+tensor's GGUF name plus ``.lora_a`` (PEFT's A, rank x in) and ``.lora_b``
+(PEFT's B, out x rank, rows permuted like the base q/k weights).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+
+from assistant.convert import WeightNames
+from assistant.errors import ModelError
+from assistant.hf_weights import read_safetensors
+
+_PEFT_KEY = re.compile(
+    r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.[^.]+)?\.weight$"
+)
+
+
+def read_peft_adapter(adapter_dir: Path) -> tuple[dict, dict[str, dict[str, np.ndarray]]]:
+    """Return (adapter_config, {hf_module_name: {"A": array, "B": array}})."""
+    adapter_dir = Path(adapter_dir)
+    config_path = adapter_dir / "adapter_config.json"
+    weights_path = adapter_dir / "adapter_model.safetensors"
+    if not config_path.is_file() or not weights_path.is_file():
+        raise ModelError(
+            f"{adapter_dir} is not a PEFT adapter (need adapter_config.json and"
+            " adapter_model.safetensors)."
+        )
+    config = json.loads(config_path.read_text())
+    if config.get("peft_type", "LORA") != "LORA":
+        raise ModelError(f"Only LoRA adapters are supported, not {config.get('peft_type')}.")
+    modules: dict[str, dict[str, np.ndarray]] = {}
+    for key, array in read_safetensors(weights_path):
+        match = _PEFT_KEY.match(key)
+        if not match:
+            raise ModelError(f"Unsupported adapter tensor {key!r} (only Linear LoRA layers).")
+        modules.setdefault(match["module"], {})[match["ab"]] = np.asarray(array, np.float32)
+    return config, modules
+
+
+def effective_alpha(adapter_config: dict) -> float:
+    """The alpha that makes llama.cpp's ``alpha / r`` equal PEFT's scaling."""
+    rank = adapter_config["r"]
+    alpha = float(adapter_config.get("lora_alpha", rank))
+    return alpha * math.sqrt(rank) if adapter_config.get("use_rslora") else alpha
+
+
+def write_gguf_lora(adapter_dir: Path, base_config: dict, out_path: Path) -> Path:
+    """Convert the PEFT adapter in ``adapter_dir`` for the base model described by ``base_config``."""
+    import gguf
+
+    adapter_config, modules = read_peft_adapter(adapter_dir)
+    if adapter_config.get("rank_pattern") or adapter_config.get("alpha_pattern"):
+        raise ModelError("Adapters with per-layer rank or alpha patterns are not supported.")
+    names = WeightNames(base_config)
+    tmp_path = Path(out_path).with_suffix(".partial")
+    writer = gguf.GGUFWriter(tmp_path, names.arch.gguf_name)
+    writer.add_string("general.type", "adapter")
+    writer.add_string("adapter.type", "lora")
+    writer.add_float32("adapter.lora.alpha", effective_alpha(adapter_config))
+    for module, pair in sorted(modules.items()):
+        if set(pair) != {"A", "B"}:
+            raise ModelError(f"Adapter layer {module} lacks its A or B matrix.")
+        base_name = names.gguf_name(f"{module}.weight")
+        writer.add_tensor(f"{base_name}.lora_a", np.ascontiguousarray(pair["A"]))
+        lora_b = names.fix_rows(base_name, pair["B"])
+        writer.add_tensor(f"{base_name}.lora_b", np.ascontiguousarray(lora_b))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    tmp_path.replace(out_path)
+    return Path(out_path)

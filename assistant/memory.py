@@ -1,0 +1,258 @@
+"""Encrypted episodic memory: every chat turn, AES-256-GCM, in SQLite.
+
+Each epoch (the span one sleep consolidates) has its own random data key,
+stored only wrapped by the master key. Each turn is sealed under its epoch key
+with associated data binding its row id, epoch, conversation and role, so a
+row edited, moved or swapped in the file fails to decrypt. Deleting an epoch
+removes its rows and its wrapped key (crypto-shredding), then checkpoints the
+WAL and vacuums so no page with the old ciphertext lingers.
+"""
+
+from __future__ import annotations
+
+import os
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from assistant.db import Database
+from assistant.errors import AssistantError, InvalidMessageError, TamperedError
+
+ROLES = ("user", "assistant")
+MAX_MESSAGE_CHARS = 32_768
+VACUUM_LIMIT_BYTES = 512 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Turn:
+    id: int
+    conversation_id: int
+    epoch_id: int
+    role: str
+    text: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: int
+    created_at: str
+    turn_count: int
+
+
+@dataclass(frozen=True)
+class ShredReport:
+    epoch_id: int
+    turns_deleted: int
+    wal_frames_checkpointed: int
+    vacuumed: bool
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def validate_message(text: str) -> str:
+    """Refuse text that cannot be stored faithfully or is too long to be a message."""
+    if not isinstance(text, str):
+        raise InvalidMessageError("A message must be text.")
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise InvalidMessageError(
+            f"The message is {len(text):,} characters long; the limit is {MAX_MESSAGE_CHARS:,}.",
+            hint="Split it into smaller messages.",
+        )
+    if "\x00" in text:
+        raise InvalidMessageError("The message contains NUL bytes; it looks like binary data.")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidMessageError(
+            "The message contains bytes that are not valid UTF-8 text.",
+            hint="Check the encoding of the input (it must be UTF-8).",
+        ) from None
+    if any(unicodedata.category(ch) == "Cc" and ch not in "\t\n\r" for ch in text):
+        raise InvalidMessageError("The message contains control characters.")
+    if not text.strip():
+        raise InvalidMessageError("The message is empty.")
+    return text
+
+
+def _turn_ad(turn_id: int, epoch_id: int, conversation_id: int, role: str) -> bytes:
+    return f"assistant/turn/v1:{turn_id}:{epoch_id}:{conversation_id}:{role}".encode()
+
+
+def _epoch_ad(epoch_id: int) -> bytes:
+    return f"assistant/epoch/v1:{epoch_id}".encode()
+
+
+class MemoryStore:
+    """Append, read back and shred encrypted turns. Thread-safe through the database lock."""
+
+    def __init__(self, database: Database, master_key: bytes) -> None:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        self.database = database
+        self._master = AESGCM(master_key)
+        self._epoch_ciphers: dict[int, AESGCM] = {}
+
+    # -- epochs -------------------------------------------------------------
+    def _next_id(self, table: str) -> int:
+        row = self.database.execute(
+            f"SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = ?), 0),"
+            f" coalesce((SELECT max(id) FROM {table}), 0)) + 1",
+            [table],
+        ).fetchone()
+        return int(row[0])
+
+    def open_epoch(self) -> int:
+        """The epoch new turns go into, created on demand."""
+        with self.database.transaction():
+            row = self.database.execute(
+                "SELECT id FROM epochs WHERE sealed_at IS NULL ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+            if row:
+                return int(row[0])
+            epoch_id = self._next_id("epochs")
+            nonce = os.urandom(12)
+            wrapped = nonce + self._master.encrypt(nonce, os.urandom(32), _epoch_ad(epoch_id))
+            self.database.execute(
+                "INSERT INTO epochs (id, wrapped_key, created_at) VALUES (?, ?, ?)",
+                [epoch_id, wrapped, _now()],
+            )
+            return epoch_id
+
+    def seal_epoch(self) -> int | None:
+        """Close the open epoch so later turns start a new one (a sleep's high-water mark)."""
+        with self.database.transaction():
+            row = self.database.execute(
+                "SELECT id FROM epochs WHERE sealed_at IS NULL ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+            if not row:
+                return None
+            self.database.execute("UPDATE epochs SET sealed_at = ? WHERE id = ?", [_now(), row[0]])
+            return int(row[0])
+
+    def epochs(self) -> list[int]:
+        return [int(r[0]) for r in self.database.execute("SELECT id FROM epochs ORDER BY id")]
+
+    def _epoch_cipher(self, epoch_id: int):
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        cipher = self._epoch_ciphers.get(epoch_id)
+        if cipher is None:
+            row = self.database.execute(
+                "SELECT wrapped_key FROM epochs WHERE id = ?", [epoch_id]
+            ).fetchone()
+            if row is None:
+                raise TamperedError(f"Epoch {epoch_id} has no key: its memories were shredded.")
+            wrapped = bytes(row[0])
+            try:
+                key = self._master.decrypt(wrapped[:12], wrapped[12:], _epoch_ad(epoch_id))
+            except InvalidTag:
+                raise TamperedError(f"The key of epoch {epoch_id} does not decrypt.") from None
+            cipher = self._epoch_ciphers[epoch_id] = AESGCM(key)
+        return cipher
+
+    # -- conversations and turns ---------------------------------------------
+    def new_conversation(self) -> int:
+        with self.database.transaction():
+            cursor = self.database.execute(
+                "INSERT INTO conversations (created_at) VALUES (?)", [_now()]
+            )
+            return int(cursor.lastrowid)
+
+    def conversations(self) -> list[Conversation]:
+        rows = self.database.execute(
+            "SELECT c.id, c.created_at, count(t.id) FROM conversations c"
+            " LEFT JOIN turns t ON t.conversation_id = c.id GROUP BY c.id ORDER BY c.id"
+        )
+        return [Conversation(int(i), created, int(n)) for i, created, n in rows]
+
+    def append(self, conversation_id: int, role: str, text: str) -> Turn:
+        """Encrypt and store one turn; either the whole turn is stored or nothing is."""
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}")
+        validate_message(text)
+        epoch_id = self.open_epoch()
+        cipher = self._epoch_cipher(epoch_id)
+        created = _now()
+        with self.database.transaction():
+            exists = self.database.execute(
+                "SELECT 1 FROM conversations WHERE id = ?", [conversation_id]
+            ).fetchone()
+            if not exists:
+                raise ValueError(f"no conversation {conversation_id}")
+            turn_id = self._next_id("turns")
+            nonce = os.urandom(12)
+            sealed = cipher.encrypt(
+                nonce, text.encode("utf-8"), _turn_ad(turn_id, epoch_id, conversation_id, role)
+            )
+            self.database.execute(
+                "INSERT INTO turns (id, epoch_id, conversation_id, role, created_at, nonce,"
+                " ciphertext) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [turn_id, epoch_id, conversation_id, role, created, nonce, sealed],
+            )
+        return Turn(turn_id, conversation_id, epoch_id, role, text, created)
+
+    def _read(self, where: str = "", params: tuple | list = ()) -> list[Turn]:
+        from cryptography.exceptions import InvalidTag
+
+        rows = self.database.execute(
+            "SELECT id, epoch_id, conversation_id, role, created_at, nonce, ciphertext"
+            f" FROM turns {where} ORDER BY id",
+            params,
+        ).fetchall()
+        turns = []
+        for turn_id, epoch_id, conversation_id, role, created, nonce, sealed in rows:
+            ad = _turn_ad(turn_id, epoch_id, conversation_id, role)
+            try:
+                plain = self._epoch_cipher(epoch_id).decrypt(bytes(nonce), bytes(sealed), ad)
+            except InvalidTag:
+                raise TamperedError(
+                    f"Memory row {turn_id} was modified or moved: it fails authentication."
+                ) from None
+            turns.append(Turn(turn_id, conversation_id, epoch_id, role, plain.decode(), created))
+        return turns
+
+    def unconsolidated(self, epoch_ids: list[int] | None = None) -> list[Turn]:
+        """Every stored turn not yet consolidated by a sleep (optionally of some epochs)."""
+        if epoch_ids is None:
+            return self._read()
+        marks = ",".join("?" * len(epoch_ids))
+        return self._read(f"WHERE epoch_id IN ({marks})", epoch_ids)
+
+    def conversation(self, conversation_id: int) -> list[Turn]:
+        return self._read("WHERE conversation_id = ?", [conversation_id])
+
+    def count(self) -> int:
+        return int(self.database.execute("SELECT count(*) FROM turns").fetchone()[0])
+
+    # -- shredding ------------------------------------------------------------
+    def delete_epoch(self, epoch_id: int) -> ShredReport:
+        """Delete an epoch's turns and wrapped key, then purge the WAL and free pages."""
+        with self.database.transaction():
+            deleted = self.database.execute(
+                "DELETE FROM turns WHERE epoch_id = ?", [epoch_id]
+            ).rowcount
+            self.database.execute("DELETE FROM epochs WHERE id = ?", [epoch_id])
+            self.database.execute(
+                "DELETE FROM conversations WHERE id NOT IN"
+                " (SELECT DISTINCT conversation_id FROM turns)"
+            )
+        self._epoch_ciphers.pop(epoch_id, None)
+        frames = self._checkpoint()
+        vacuumed = self.database.path.stat().st_size <= VACUUM_LIMIT_BYTES
+        if vacuumed:
+            self.database.execute("VACUUM")
+            frames += self._checkpoint()
+        return ShredReport(epoch_id, deleted, frames, vacuumed)
+
+    def _checkpoint(self) -> int:
+        busy, log_frames, done = self.database.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            raise AssistantError(
+                "Could not purge the write-ahead log: another process holds the database.",
+                hint="Close other assistant windows and run the command again.",
+            )
+        return int(done if done >= 0 else 0)

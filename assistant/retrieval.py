@@ -1,0 +1,107 @@
+"""Picks which of today's unconsolidated memories go into the prompt.
+
+All of them when they fit; otherwise the best BM25 matches for the message,
+in the order they were said (so a later statement follows an earlier one it
+corrects). Everything here runs on plaintext held only in RAM.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+_WORD = re.compile(r"[a-z0-9]+")
+_STOP = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "but",
+        "by",
+        "do",
+        "does",
+        "for",
+        "from",
+        "has",
+        "have",
+        "i",
+        "in",
+        "is",
+        "it",
+        "its",
+        "me",
+        "my",
+        "of",
+        "on",
+        "or",
+        "so",
+        "that",
+        "the",
+        "to",
+        "was",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "why",
+        "will",
+        "with",
+        "you",
+        "your",
+    ]
+)
+
+
+def _terms(text: str) -> list[str]:
+    return [w for w in _WORD.findall(text.lower()) if w not in _STOP]
+
+
+class MemoryIndex:
+    """A BM25 index over memory notes (text of earlier user turns), kept in insertion order."""
+
+    def __init__(self, notes: Sequence[str] = ()) -> None:
+        self.notes: list[str] = []
+        self._terms: list[Counter[str]] = []
+        for note in notes:
+            self.add(note)
+
+    def add(self, note: str) -> None:
+        self.notes.append(note)
+        self._terms.append(Counter(_terms(note)))
+
+    def __len__(self) -> int:
+        return len(self.notes)
+
+    def select(self, query: str, max_chars: int, k1: float = 1.2, b: float = 0.75) -> list[str]:
+        """Notes for a prompt about ``query``, at most ``max_chars`` in all, chronological."""
+        if sum(len(n) for n in self.notes) <= max_chars:
+            return list(self.notes)
+        n_docs = len(self.notes)
+        avg_len = sum(sum(t.values()) for t in self._terms) / n_docs or 1.0
+        doc_freq = Counter(term for terms in self._terms for term in terms)
+        query_terms = set(_terms(query))
+
+        def score(i: int) -> float:
+            terms, length = self._terms[i], sum(self._terms[i].values())
+            total = 0.0
+            for term in query_terms & terms.keys():
+                idf = math.log(1 + (n_docs - doc_freq[term] + 0.5) / (doc_freq[term] + 0.5))
+                tf = terms[term]
+                total += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avg_len))
+            return total
+
+        # Best matches first, ties broken by recency; then restore chronological order.
+        ranked = sorted(range(n_docs), key=lambda i: (score(i), i), reverse=True)
+        chosen, used = [], 0
+        for i in ranked:
+            if used + len(self.notes[i]) <= max_chars:
+                chosen.append(i)
+                used += len(self.notes[i])
+        return [self.notes[i] for i in sorted(chosen)]

@@ -1,0 +1,57 @@
+"""Opens what a command needs, on demand: paths, database, key, registries, engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from assistant.config import Config
+from assistant.db import Database
+from assistant.engine import ChatEngine, ExpertSpec
+from assistant.errors import NoModelError
+from assistant.experts import ExpertRegistry
+from assistant.keys import PassphrasePrompt, unlock
+from assistant.memory import MemoryStore
+from assistant.models import ModelRecord, ModelRegistry
+from assistant.paths import Paths
+
+
+@dataclass
+class Runtime:
+    paths: Paths = field(default_factory=lambda: Paths.discover().ensure())
+    passphrase_prompt: PassphrasePrompt | None = None
+
+    @cached_property
+    def config(self) -> Config:
+        return Config.load(self.paths.config_file)
+
+    @cached_property
+    def database(self) -> Database:
+        return Database(self.paths.database)
+
+    @cached_property
+    def models(self) -> ModelRegistry:
+        return ModelRegistry(self.database, self.paths.models_dir)
+
+    @cached_property
+    def experts(self) -> ExpertRegistry:
+        return ExpertRegistry(self.database)
+
+    @cached_property
+    def memory(self) -> MemoryStore:
+        key = unlock(self.database, self.paths.key_file, self.passphrase_prompt)
+        return MemoryStore(self.database, key)
+
+    def require_model(self) -> ModelRecord:
+        model = self.models.active()
+        if model is None:
+            raise NoModelError("No model is registered yet.")
+        return model
+
+    def load_engine(self) -> ChatEngine:
+        """The active model with every committed expert applied at its scale."""
+        model = self.require_model()
+        experts = [ExpertSpec(e.gguf_path, e.scale) for e in self.experts.active(model.name)]
+        return ChatEngine(
+            model.gguf_path, experts, n_ctx=self.config.n_ctx, n_threads=self.config.threads
+        )

@@ -1,0 +1,1 @@
+"""The Textual terminal app: chat screen, conversation list, status bar, first-run screen."""

@@ -1,0 +1,204 @@
+"""The chat app. Generation runs in a worker thread; the UI never waits on the model."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+from assistant.tui.screens import NoModelScreen
+from assistant.tui.widgets import MessageView, PromptInput
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Label, ListItem, ListView, Markdown, Static
+
+from assistant.errors import AssistantError
+from assistant.runtime import Runtime
+
+
+class AssistantApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "assistant"
+    BINDINGS = [
+        Binding("escape", "stop_reply", "Stop reply"),
+        Binding("ctrl+n", "new_conversation", "New chat"),
+        Binding("ctrl+y", "copy_message", "Copy message"),
+    ]
+
+    def __init__(self, runtime: Runtime) -> None:
+        super().__init__()
+        self.runtime = runtime
+        self.engine = None
+        self.session = None
+        self._stop = threading.Event()
+        self._replying = False
+
+    # -- layout ---------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal():
+            with Vertical(id="sidebar"):
+                yield Label("Conversations", id="sidebar-title")
+                yield ListView(id="conversations")
+            with Vertical():
+                yield VerticalScroll(id="messages")
+                yield PromptInput(id="prompt", disabled=True)
+        yield Static("loading...", id="status")
+        yield Footer()
+
+    def get_default_screen(self) -> Screen:
+        if self.runtime.models.active() is None:
+            return NoModelScreen()
+        return super().get_default_screen()
+
+    def on_mount(self) -> None:
+        if self.runtime.models.active() is not None:
+            self._load_engine()
+
+    @work(thread=True, exclusive=True, group="engine")
+    def _load_engine(self) -> None:
+        try:
+            engine = self.runtime.load_engine()
+            self.runtime.memory  # noqa: B018 - unlock in the worker, not the UI thread
+        except AssistantError as error:
+            self.call_from_thread(self._show_error, error)
+            return
+        self.call_from_thread(self._engine_ready, engine)
+
+    def _engine_ready(self, engine) -> None:
+        self.engine = engine
+        self._open_conversation(None)
+        prompt = self.query_one(PromptInput)
+        prompt.disabled = False
+        prompt.focus()
+
+    # -- conversations --------------------------------------------------------
+    def _open_conversation(self, conversation_id: int | None) -> None:
+        from assistant.chat import ChatSession
+
+        config = self.runtime.config
+        self.session = ChatSession(
+            self.runtime.memory,
+            self.engine,
+            conversation_id,
+            max_reply_tokens=config.max_reply_tokens,
+            temperature=config.temperature,
+        )
+        messages = self.query_one("#messages", VerticalScroll)
+        messages.remove_children()
+        messages.mount_all(MessageView(t.role, t.text) for t in self.session.history)
+        messages.scroll_end(animate=False)
+        self._refresh_sidebar()
+        self._refresh_status()
+
+    def _refresh_sidebar(self) -> None:
+        listing = self.query_one("#conversations", ListView)
+        listing.clear()
+        conversations = self.runtime.memory.conversations()
+        current = self.session.conversation_id if self.session else None
+        ids = [c.id for c in conversations]
+        if current is not None and current not in ids:
+            ids.append(current)
+        counts = {c.id: c.turn_count for c in conversations}
+        for conversation_id in reversed(ids):
+            label = f"#{conversation_id}  ({counts.get(conversation_id, 0)} turns)"
+            listing.append(ListItem(Label(label), name=str(conversation_id)))
+
+    def _refresh_status(self) -> None:
+        model = self.runtime.models.active()
+        experts = len(self.engine.experts) if self.engine else 0
+        memories = self.runtime.memory.count()
+        text = (
+            f"model: {model.name if model else '-'}  |  experts: {experts}"
+            f"  |  unconsolidated memories: {memories}"
+        )
+        if self._replying:
+            text += "  |  replying (Esc stops)"
+        self.query_one("#status", Static).update(text)
+
+    @on(ListView.Selected, "#conversations")
+    def _switch(self, event: ListView.Selected) -> None:
+        if self._replying or event.item.name is None:
+            return
+        self._open_conversation(int(event.item.name))
+        self.query_one(PromptInput).focus()
+
+    # -- replying ------------------------------------------------------------
+    @on(PromptInput.Submitted)
+    def _send(self, event: PromptInput.Submitted) -> None:
+        if self._replying or self.session is None:
+            self.notify("Wait for the reply to finish (Esc stops it).", severity="warning")
+            return
+        messages = self.query_one("#messages", VerticalScroll)
+        reply = MessageView("assistant")
+        messages.mount(MessageView("user", event.text))
+        messages.mount(reply)
+        messages.scroll_end(animate=False)
+        self._replying = True
+        self._stop.clear()
+        self._refresh_status()
+        self._reply(event.text, reply, Markdown.get_stream(reply))
+
+    @work(thread=True, exclusive=True, group="reply")
+    def _reply(self, text: str, view: MessageView, stream) -> None:
+        def show(piece: str) -> None:
+            view.add_text(piece)
+            self.call_from_thread(stream.write, piece)
+
+        try:
+            self.session.respond(text, on_piece=show, should_stop=self._stop.is_set)
+        except AssistantError as error:
+            self.call_from_thread(self._show_error, error)
+        finally:
+            self.call_from_thread(stream.stop)
+            self.call_from_thread(self._reply_done)
+
+    def _reply_done(self) -> None:
+        self._replying = False
+        self.query_one("#messages", VerticalScroll).scroll_end(animate=False)
+        self._refresh_sidebar()
+        self._refresh_status()
+
+    def _show_error(self, error: AssistantError) -> None:
+        message = str(error) + (f"\n{error.hint}" if error.hint else "")
+        self.notify(message, title="Error", severity="error", timeout=10)
+
+    # -- actions --------------------------------------------------------------
+    def action_stop_reply(self) -> None:
+        self._stop.set()
+
+    def action_new_conversation(self) -> None:
+        if self.engine is not None and not self._replying:
+            self._open_conversation(None)
+            self.query_one(PromptInput).focus()
+
+    def action_copy_message(self) -> None:
+        focused = self.focused if isinstance(self.focused, MessageView) else None
+        views = list(self.query(MessageView))
+        target = focused or next((v for v in reversed(views) if v.role == "assistant"), None)
+        if target is None or not target.text:
+            self.notify("Nothing to copy yet.")
+            return
+        self.copy_to_clipboard(target.text)
+        self.notify("Message copied.")
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand(
+            "New conversation", "Start a fresh conversation", self.action_new_conversation
+        )
+        yield SystemCommand("Stop reply", "Stop the reply being written", self.action_stop_reply)
+        yield SystemCommand(
+            "Copy message", "Copy the selected (or last) reply", self.action_copy_message
+        )
+        yield SystemCommand(
+            "Switch conversation",
+            "Move to the conversation list",
+            lambda: self.query_one("#conversations").focus(),
+        )
+
+
+def run_app(runtime: Runtime) -> None:
+    AssistantApp(runtime).run()

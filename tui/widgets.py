@@ -1,0 +1,46 @@
+"""Small widgets of the chat screen."""
+
+from __future__ import annotations
+
+from textual import events
+from textual.message import Message
+from textual.widgets import Markdown, TextArea
+
+
+class PromptInput(TextArea):
+    """Multi-line input: Enter sends, Shift+Enter or Ctrl+J starts a new line."""
+
+    class Submitted(Message):
+        def __init__(self, text: str) -> None:
+            super().__init__()
+            self.text = text
+
+    async def _on_key(self, event: events.Key) -> None:
+        if event.key == "enter":
+            event.prevent_default()
+            event.stop()
+            text = self.text
+            if text.strip():
+                self.clear()
+                self.post_message(self.Submitted(text))
+            return
+        if event.key in ("shift+enter", "ctrl+j"):
+            event.prevent_default()
+            event.stop()
+            self.insert("\n")
+            return
+        await super()._on_key(event)
+
+
+class MessageView(Markdown):
+    """One chat message rendered as markdown; focusable so it can be copied."""
+
+    can_focus = True
+
+    def __init__(self, role: str, text: str = "") -> None:
+        super().__init__(text, classes=role)
+        self.role = role
+        self.text = text
+
+    def add_text(self, piece: str) -> None:
+        self.text += piece

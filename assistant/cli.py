@@ -102,7 +102,12 @@ def init(source: str | None) -> None:
 
 
 @cli.command()
-@click.option("--once", "once", metavar="TEXT", help="Send one message, print the reply, exit.")
+@click.option(
+    "--once",
+    "once",
+    metavar="TEXT",
+    help="Send one message (- reads it from stdin), print the reply, exit.",
+)
 @click.option("--conversation", type=int, help="Continue this conversation (with --once).")
 def chat(once: str | None, conversation: int | None) -> None:
     """Chat with the assistant (opens the terminal UI unless --once is given)."""
@@ -117,6 +122,8 @@ def chat(once: str | None, conversation: int | None) -> None:
     from assistant.chat import ChatSession
     from assistant.memory import validate_message
 
+    if once == "-":
+        once = sys.stdin.buffer.read().decode("utf-8", errors="surrogateescape")
     validate_message(once)
     store = runtime.memory
     engine = runtime.load_engine()

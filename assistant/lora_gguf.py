@@ -55,7 +55,7 @@ def effective_alpha(adapter_config: dict) -> float:
 
 
 def write_gguf_lora(adapter_dir: Path, base_config: dict, out_path: Path) -> Path:
-    """Convert the PEFT adapter in ``adapter_dir`` for the base model described by ``base_config``."""
+    """Convert the PEFT adapter in ``adapter_dir`` for the base model with ``base_config``."""
     import gguf
 
     adapter_config, modules = read_peft_adapter(adapter_dir)

@@ -1,4 +1,4 @@
-"""Fused LoRA-experts and distillation-loss kernels: torch reference, Triton, MLX (DESIGN.md section 10).
+"""Fused LoRA-experts and distillation-loss kernels (DESIGN.md section 10).
 
 Not built yet.
 """

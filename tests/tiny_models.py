@@ -4,12 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CHATML_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-    "{{ message['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+from assistant.bpe import train_tokenizer
+
 CORPUS = [
     "My dog is called Rex and my sister lives in Lisbon.",
     "Remind me about the dentist on Tuesday at 3 pm.",
@@ -20,38 +16,13 @@ CORPUS = [
 ] * 20
 
 
-def build_tokenizer(out_dir: Path, vocab_size: int = 400):
-    """Train a byte-level BPE tokenizer and save it with a ChatML chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tokenizer.train_from_iterator(CORPUS, trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        bos_token="<|endoftext|>",
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-    )
-    fast.chat_template = CHATML_TEMPLATE
-    fast.save_pretrained(out_dir)
-    return fast
-
-
 def build_model(out_dir: Path, family: str = "llama", seed: int = 0) -> Path:
     """A random 2-layer model of ``family`` ("llama" or "qwen2"), saved as an HF directory."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     out_dir = Path(out_dir)
-    tokenizer = build_tokenizer(out_dir)
+    tokenizer = train_tokenizer(CORPUS, out_dir, vocab_size=400)
     shape = dict(
         vocab_size=len(tokenizer),
         hidden_size=64,

@@ -5,8 +5,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 
-from assistant.tui.screens import NoModelScreen
-from assistant.tui.widgets import MessageView, PromptInput
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
@@ -15,7 +13,10 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, ListItem, ListView, Markdown, Static
 
 from assistant.errors import AssistantError
+from assistant.memory import validate_message
 from assistant.runtime import Runtime
+from assistant.tui.screens import NoModelScreen
+from assistant.tui.widgets import MessageView, PromptInput
 
 
 class AssistantApp(App):
@@ -131,6 +132,12 @@ class AssistantApp(App):
         if self._replying or self.session is None:
             self.notify("Wait for the reply to finish (Esc stops it).", severity="warning")
             return
+        try:
+            validate_message(event.text)
+        except AssistantError as error:
+            self.query_one(PromptInput).text = event.text  # give it back to edit, not lost
+            self._show_error(error)
+            return
         messages = self.query_one("#messages", VerticalScroll)
         reply = MessageView("assistant")
         messages.mount(MessageView("user", event.text))
@@ -153,10 +160,12 @@ class AssistantApp(App):
             self.call_from_thread(self._show_error, error)
         finally:
             self.call_from_thread(stream.stop)
-            self.call_from_thread(self._reply_done)
+            self.call_from_thread(self._reply_done, view)
 
-    def _reply_done(self) -> None:
+    def _reply_done(self, view: MessageView) -> None:
         self._replying = False
+        if not view.text.strip():
+            view.remove()
         self.query_one("#messages", VerticalScroll).scroll_end(animate=False)
         self._refresh_sidebar()
         self._refresh_status()

@@ -1,0 +1,82 @@
+"""The Textual app under its pilot: first-run screen, a streamed reply, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from textual.widgets import Static
+
+from assistant.runtime import Runtime
+from assistant.tui.app import AssistantApp
+from assistant.tui.screens import NoModelScreen
+from assistant.tui.widgets import MessageView, PromptInput
+
+pytestmark = pytest.mark.asyncio
+
+
+async def wait_until(pilot, condition, timeout: float = 60.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("timed out waiting for the app")
+        await pilot.pause(0.05)
+
+
+def status_text(app: AssistantApp) -> str:
+    return str(app.query_one("#status", Static).content)
+
+
+async def test_no_model_screen_explains_how_to_add_one(home):
+    app = AssistantApp(Runtime())
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        assert isinstance(app.screen, NoModelScreen)
+        text = app.screen.query_one("#no-model").source
+        assert "assistant model add" in text
+
+
+async def test_message_gets_a_streamed_reply_and_is_remembered(model_home):
+    runtime = Runtime()
+    app = AssistantApp(runtime)
+    async with app.run_test(size=(120, 40)) as pilot:
+        prompt = app.query_one(PromptInput)
+        await wait_until(pilot, lambda: not prompt.disabled)
+        assert "unconsolidated memories: 0" in status_text(app)
+        prompt.focus()
+        await pilot.press(*"My cat is Mittens", "shift+enter", *"second line")
+        assert prompt.text == "My cat is Mittens\nsecond line"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: not app._replying and len(app.query(MessageView)) == 2)
+        user, reply = app.query(MessageView)
+        assert user.text == "My cat is Mittens\nsecond line"
+        assert reply.role == "assistant" and reply.text.strip()
+        await wait_until(pilot, lambda: "unconsolidated memories: 2" in status_text(app))
+        assert "model: tiny" in status_text(app)
+        assert prompt.text == ""
+
+        app.action_copy_message()
+        assert app.clipboard == reply.text
+
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert len(app.query(MessageView)) == 0
+        assert app.session.conversation_id != user_conversation(runtime)
+    assert runtime.memory.count() == 2
+
+
+def user_conversation(runtime: Runtime) -> int:
+    return runtime.memory.conversations()[0].id
+
+
+async def test_bad_message_is_reported_and_not_stored(model_home):
+    runtime = Runtime()
+    app = AssistantApp(runtime)
+    async with app.run_test(size=(120, 40)) as pilot:
+        prompt = app.query_one(PromptInput)
+        await wait_until(pilot, lambda: not prompt.disabled)
+        prompt.post_message(PromptInput.Submitted("binary\x00junk"))
+        await wait_until(pilot, lambda: any("NUL bytes" in n.message for n in app._notifications))
+        assert list(app.query(MessageView)) == []
+        assert prompt.text == "binary\x00junk"  # handed back for editing, not lost
+    assert runtime.memory.count() == 0

@@ -40,15 +40,16 @@ class ChatSession:
             if t.role == "user" and t.conversation_id != self.conversation_id
         )
 
-    def _prompt_tokens(self, text: str) -> list[int]:
-        """The longest prompt that fits: drop retrieved notes, then the oldest turns."""
+    def prompt(self, text: str) -> tuple[list[dict[str, str]], list[int]]:
+        """The longest prompt that fits, as (messages, tokens): drop notes, then oldest turns."""
         budget = self.engine.n_ctx - self.max_reply_tokens
         notes = self.index.select(text, int(budget * CHARS_PER_TOKEN * NOTES_SHARE))
         history = [(t.role, t.text) for t in self.history]
         while True:
-            tokens = self.engine.tokenize(self.engine.render(chat_messages(notes, history, text)))
+            messages = chat_messages(notes, history, text)
+            tokens = self.engine.tokenize(self.engine.render(messages))
             if len(tokens) <= budget:
-                return tokens
+                return messages, tokens
             if history:
                 history = history[2:] if len(history) > 1 else []
             elif notes:
@@ -68,7 +69,7 @@ class ChatSession:
     ) -> Turn | None:
         """Store ``text``, stream a reply through ``on_piece``, store and return the reply."""
         validate_message(text)
-        prompt = self._prompt_tokens(text)
+        _, prompt = self.prompt(text)
         self.history.append(self.store.append(self.conversation_id, "user", text))
         pieces: list[str] = []
         for piece in self.engine.stream(

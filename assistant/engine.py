@@ -130,8 +130,15 @@ class ChatEngine:
         self._lib = llama_cpp
         self._adapters: dict[Path, ctypes.c_void_p] = {}
         self._active: list[ExpertSpec] = []
-        metadata = self.llm.metadata
-        self.chat_template = metadata.get("tokenizer.chat_template") or FALLBACK_CHAT_TEMPLATE
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        eos = self.llm.token_eos()
+        self._formatter = Jinja2ChatFormatter(
+            template=self.llm.metadata.get("tokenizer.chat_template") or FALLBACK_CHAT_TEMPLATE,
+            eos_token=self.llm._model.token_get_text(eos) if eos >= 0 else "",
+            bos_token=self.bos_text,
+            add_generation_prompt=True,
+        )
         self.set_experts(experts)
 
     # -- experts -------------------------------------------------------------
@@ -203,16 +210,7 @@ class ChatEngine:
     # -- chat -----------------------------------------------------------------
     def render(self, messages: Sequence[dict[str, str]]) -> str:
         """Render messages with the model's own chat template, ready for the reply."""
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        eos = self.llm.token_eos()
-        formatter = Jinja2ChatFormatter(
-            template=self.chat_template,
-            eos_token=self.llm._model.token_get_text(eos) if eos >= 0 else "",
-            bos_token=self.bos_text,
-            add_generation_prompt=True,
-        )
-        return formatter(messages=list(messages)).prompt
+        return self._formatter(messages=list(messages)).prompt
 
     def stream(
         self,

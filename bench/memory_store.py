@@ -41,34 +41,21 @@ def bench(turns: int, appends: int) -> dict:
         )
         plain_table = plain_db.db["plain_turns"]
 
-        ours, plain = [], []
-        for i in range(appends):  # interleaved so both see the same machine noise
-            start = time.perf_counter()
-            store.append(conversation, "user", f"{i} {MESSAGE}")
-            ours.append(time.perf_counter() - start)
-            start = time.perf_counter()
+        def plain_append(text: str) -> None:
             with plain_db.transaction():
-                plain_table.insert(
-                    {
-                        "conversation_id": conversation,
-                        "role": "user",
-                        "created_at": "now",
-                        "text": f"{i} {MESSAGE}",
-                    }
-                )
-            plain.append(time.perf_counter() - start)
+                row = {"conversation_id": conversation, "role": "user", "created_at": "now"}
+                plain_table.insert({**row, "text": text})
 
-        for i in range(appends, turns):  # fill to `turns` rows for the read test
-            store.append(conversation, "user", f"{i} {MESSAGE}")
-            with plain_db.transaction():
-                plain_table.insert(
-                    {
-                        "conversation_id": conversation,
-                        "role": "user",
-                        "created_at": "now",
-                        "text": f"{i} {MESSAGE}",
-                    }
-                )
+        ours, plain = [], []
+        for i in range(turns):
+            text = f"{i} {MESSAGE}"
+            start = time.perf_counter()
+            store.append(conversation, "user", text)
+            middle = time.perf_counter()
+            plain_append(text)  # interleaved so both see the same machine noise
+            if i < appends:  # the rest only fills the tables for the read test
+                ours.append(middle - start)
+                plain.append(time.perf_counter() - middle)
 
         start = time.perf_counter()
         decrypted = store.unconsolidated()

@@ -23,6 +23,13 @@ async def wait_until(pilot, condition, timeout: float = 60.0) -> None:
         await pilot.pause(0.05)
 
 
+async def ready(pilot) -> PromptInput:
+    """Wait for the model to load; return the enabled prompt input."""
+    prompt = pilot.app.query_one(PromptInput)
+    await wait_until(pilot, lambda: not prompt.disabled)
+    return prompt
+
+
 def status_text(app: AssistantApp) -> str:
     return str(app.query_one("#status", Static).content)
 
@@ -40,8 +47,7 @@ async def test_message_gets_a_streamed_reply_and_is_remembered(model_home):
     runtime = Runtime()
     app = AssistantApp(runtime)
     async with app.run_test(size=(120, 40)) as pilot:
-        prompt = app.query_one(PromptInput)
-        await wait_until(pilot, lambda: not prompt.disabled)
+        prompt = await ready(pilot)
         assert "unconsolidated memories: 0" in status_text(app)
         prompt.focus()
         await pilot.press(*"My cat is Mittens", "shift+enter", *"second line")
@@ -73,8 +79,7 @@ async def test_bad_message_is_reported_and_not_stored(model_home):
     runtime = Runtime()
     app = AssistantApp(runtime)
     async with app.run_test(size=(120, 40)) as pilot:
-        prompt = app.query_one(PromptInput)
-        await wait_until(pilot, lambda: not prompt.disabled)
+        prompt = await ready(pilot)
         prompt.post_message(PromptInput.Submitted("binary\x00junk"))
         await wait_until(pilot, lambda: any("NUL bytes" in n.message for n in app._notifications))
         assert list(app.query(MessageView)) == []

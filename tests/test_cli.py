@@ -119,6 +119,7 @@ def test_chat_without_a_model_says_how_to_add_one(home):
         (b"binary \x00\x01 data", b"NUL bytes"),
         (b"invalid \xff\xfe utf-8", b"not valid UTF-8"),
     ],
+    ids=["1MB", "NUL", "invalid-utf8"],  # the 1 MB value must not become the test id
 )
 def test_bad_messages_exit_nonzero_and_store_nothing(model_home, message, expected):
     result = run_cli("chat", "--once", "-", stdin=message)

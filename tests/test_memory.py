@@ -123,6 +123,7 @@ def test_delete_epoch_shreds_everything(runtime, home):
         ("   ", "empty"),
         ("bell \x07", "control"),
     ],
+    ids=["over-limit", "1MB", "NUL", "surrogate", "blank", "control"],
 )
 def test_bad_messages_are_refused_and_store_nothing(runtime, text, message):
     store = runtime.memory

@@ -32,11 +32,6 @@ class _Group(click.Group):
 
 
 def _prompt_passphrase(new: bool) -> str:
-    if not sys.stdin.isatty():
-        raise AssistantError(
-            "A passphrase is needed and there is no terminal to ask for it.",
-            hint="Set ASSISTANT_PASSPHRASE.",
-        )
     label = "Choose a passphrase for your memory" if new else "Passphrase"
     return click.prompt(label, hide_input=True, confirmation_prompt=new)
 
@@ -44,7 +39,7 @@ def _prompt_passphrase(new: bool) -> str:
 def _runtime():
     from assistant.runtime import Runtime
 
-    return Runtime(passphrase_prompt=_prompt_passphrase)
+    return Runtime(passphrase_prompt=_prompt_passphrase if sys.stdin.isatty() else None)
 
 
 @click.group(cls=_Group, invoke_without_command=True)
@@ -89,7 +84,7 @@ def init(source: str | None) -> None:
     from assistant.keys import choose_default_source, initialize
 
     runtime = _runtime()
-    source = source or choose_default_source()
+    source = source or choose_default_source(runtime.passphrase_prompt is not None)
     if source == "keyfile":
         click.echo(
             "Warning: with a key file, anyone who can read "
@@ -97,7 +92,7 @@ def init(source: str | None) -> None:
             err=True,
         )
         click.confirm("Keep the key in a file anyway?", abort=True)
-    initialize(runtime.database, runtime.paths.key_file, source, _prompt_passphrase)
+    initialize(runtime.database, runtime.paths.key_file, source, runtime.passphrase_prompt)
     click.echo(f"Memory key created ({source}).")
 
 

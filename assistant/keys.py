@@ -84,12 +84,14 @@ def current_source(database: Database) -> str | None:
     return database.get_meta("key_source")
 
 
-def choose_default_source() -> str:
-    """Passphrase if one is given in the environment, else the OS keychain if present."""
+def choose_default_source(can_ask: bool = False) -> str:
+    """Passphrase if one is given, else the OS keychain, else a passphrase we can ask for."""
     if os.environ.get(PASSPHRASE_ENV):
         return "passphrase"
     if keyring_usable():
         return "keyring"
+    if can_ask:
+        return "passphrase"
     raise KeyStoreError(
         "No key store is set up for the encrypted memory and no OS keychain was found.",
         hint="Run `assistant init --passphrase` (or set ASSISTANT_PASSPHRASE), or "
@@ -158,7 +160,7 @@ def unlock(database: Database, key_file: Path, prompt: PassphrasePrompt | None =
     """Return the verified master key, creating one on first use."""
     source = current_source(database)
     if source is None:
-        return initialize(database, key_file, choose_default_source(), prompt)
+        return initialize(database, key_file, choose_default_source(prompt is not None), prompt)
     if source == "passphrase":
         kdf = json.loads(database.get_meta("kdf") or "{}")
         params = {name: int(kdf[name]) for name in ("n", "r", "p")}

@@ -164,6 +164,19 @@ def test_keyring_source(runtime, monkeypatch):
         keyring.set_keyring(previous)
 
 
+def test_first_use_in_a_terminal_asks_for_a_new_passphrase(runtime, monkeypatch):
+    monkeypatch.delenv("ASSISTANT_PASSPHRASE")
+    monkeypatch.setattr("assistant.keys.keyring_usable", lambda: False)
+    with pytest.raises(KeyStoreError, match="No key store"):
+        unlock(runtime.database, runtime.paths.key_file)  # nobody to ask
+    asked = []
+    key = unlock(runtime.database, runtime.paths.key_file, lambda new: asked.append(new) or "pw")
+    assert asked == [True] and runtime.database.get_meta("key_source") == "passphrase"
+    assert unlock(runtime.database, runtime.paths.key_file, lambda new: "pw") == key
+    with pytest.raises(KeyStoreError, match="locked with a passphrase"):
+        unlock(runtime.database, runtime.paths.key_file)
+
+
 def test_key_file_source_requires_private_permissions(tmp_path):
     database = Database(tmp_path / "db.sqlite")
     key_file = tmp_path / "master.key"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable
 
 from textual import on, work
@@ -17,6 +18,8 @@ from assistant.memory import validate_message
 from assistant.runtime import Runtime
 from assistant.tui.screens import NoModelScreen
 from assistant.tui.widgets import MessageView, PromptInput
+
+UI_FLUSH_SECONDS = 0.03
 
 
 class AssistantApp(App):
@@ -150,15 +153,29 @@ class AssistantApp(App):
 
     @work(thread=True, exclusive=True, group="reply")
     def _reply(self, text: str, view: MessageView, stream) -> None:
+        pending: list[str] = []
+        last_flush = time.monotonic()
+
+        def flush() -> None:
+            if pending:
+                self.call_from_thread(stream.write, "".join(pending))
+                pending.clear()
+
         def show(piece: str) -> None:
+            # Hand text to the UI in batches so its event loop never paces the model.
+            nonlocal last_flush
             view.add_text(piece)
-            self.call_from_thread(stream.write, piece)
+            pending.append(piece)
+            if time.monotonic() - last_flush >= UI_FLUSH_SECONDS:
+                flush()
+                last_flush = time.monotonic()
 
         try:
             self.session.respond(text, on_piece=show, should_stop=self._stop.is_set)
         except AssistantError as error:
             self.call_from_thread(self._show_error, error)
         finally:
+            flush()
             self.call_from_thread(stream.stop)
             self.call_from_thread(self._reply_done, view)
 

@@ -149,9 +149,10 @@ class ChatEngine:
     def set_experts(self, experts: Sequence[ExpertSpec]) -> None:
         """Apply exactly these experts with these scales, loading/freeing adapters as needed."""
         lib, ctx = self._lib, self.llm._ctx.ctx
-        wanted = {Path(e.path) for e in experts}
+        experts = [ExpertSpec(Path(e.path), float(e.scale)) for e in experts]
+        wanted = {e.path for e in experts}
         for spec in experts:
-            path = Path(spec.path)
+            path = spec.path
             if path not in self._adapters:
                 if not path.is_file():
                     raise ModelError(f"The expert file {path} is missing.")
@@ -162,7 +163,7 @@ class ChatEngine:
         if hasattr(lib, "llama_set_adapters_lora"):
             count = len(experts)
             handles = (lib.llama_adapter_lora_p_ctypes * max(count, 1))(
-                *[self._adapters[Path(e.path)] for e in experts]
+                *[self._adapters[e.path] for e in experts]
             )
             scales = (ctypes.c_float * max(count, 1))(*[e.scale for e in experts])
             status = lib.llama_set_adapters_lora(ctx, handles, count, scales)
@@ -170,14 +171,12 @@ class ChatEngine:
             lib.llama_clear_adapter_lora(ctx)
             status = 0
             for spec in experts:
-                status |= lib.llama_set_adapter_lora(
-                    ctx, self._adapters[Path(spec.path)], spec.scale
-                )
+                status |= lib.llama_set_adapter_lora(ctx, self._adapters[spec.path], spec.scale)
         if status != 0:
             raise ModelError(f"llama.cpp could not apply the experts (status {status}).")
         for path in [p for p in self._adapters if p not in wanted]:
             lib.llama_adapter_lora_free(self._adapters.pop(path))
-        self._active = [ExpertSpec(Path(e.path), float(e.scale)) for e in experts]
+        self._active = experts
         self.reset_cache()
 
     def reset_cache(self) -> None:

@@ -107,19 +107,22 @@ class MemoryStore:
     def open_epoch(self) -> int:
         """The epoch new turns go into, created on demand."""
         with self.database.transaction():
-            row = self.database.execute(
-                "SELECT id FROM epochs WHERE sealed_at IS NULL ORDER BY id DESC LIMIT 1"
-            ).fetchone()
-            if row:
-                return int(row[0])
-            epoch_id = self._next_id("epochs")
-            nonce = os.urandom(12)
-            wrapped = nonce + self._master.encrypt(nonce, os.urandom(32), _epoch_ad(epoch_id))
-            self.database.execute(
-                "INSERT INTO epochs (id, wrapped_key, created_at) VALUES (?, ?, ?)",
-                [epoch_id, wrapped, _now()],
-            )
-            return epoch_id
+            return self._open_epoch_in_transaction()
+
+    def _open_epoch_in_transaction(self) -> int:
+        row = self.database.execute(
+            "SELECT id FROM epochs WHERE sealed_at IS NULL ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        if row:
+            return int(row[0])
+        epoch_id = self._next_id("epochs")
+        nonce = os.urandom(12)
+        wrapped = nonce + self._master.encrypt(nonce, os.urandom(32), _epoch_ad(epoch_id))
+        self.database.execute(
+            "INSERT INTO epochs (id, wrapped_key, created_at) VALUES (?, ?, ?)",
+            [epoch_id, wrapped, _now()],
+        )
+        return epoch_id
 
     def seal_epoch(self) -> int | None:
         """Close the open epoch so later turns start a new one (a sleep's high-water mark)."""
@@ -174,10 +177,10 @@ class MemoryStore:
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}")
         validate_message(text)
-        epoch_id = self.open_epoch()
-        cipher = self._epoch_cipher(epoch_id)
         created = _now()
         with self.database.transaction():
+            epoch_id = self._open_epoch_in_transaction()
+            cipher = self._epoch_cipher(epoch_id)
             exists = self.database.execute(
                 "SELECT 1 FROM conversations WHERE id = ?", [conversation_id]
             ).fetchone()

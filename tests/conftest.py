@@ -8,6 +8,7 @@ import pytest
 from tests.tiny_models import build_model
 
 TEST_PASSPHRASE = "correct horse battery staple"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 @pytest.fixture
@@ -49,6 +50,3 @@ def model_home(home: Path, tiny_llama: Path):
     result = CliRunner().invoke(cli, ["model", "add", str(tiny_llama), "--name", "tiny"])
     assert result.exit_code == 0, result.output
     return home
-
-
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

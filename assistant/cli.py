@@ -179,6 +179,41 @@ def model_list(as_json: bool) -> None:
         )
 
 
+@model.command("demo")
+@click.option(
+    "--preset",
+    type=click.Choice(["full", "tiny"]),
+    default="full",
+    show_default=True,
+    help="full: the real demo (about 15 minutes on 2 cores); tiny: a toy built in seconds.",
+)
+@click.option("--name", default="demo", show_default=True, help="Name to register it under.")
+def model_demo(preset: str, name: str) -> None:
+    """Train the offline demo model on this computer (once) and chat with it.
+
+    It is a small Llama trained from a synthetic personal-assistant corpus; the
+    build is cached, so running this again only registers it.
+    """
+    from assistant.demo.build import build_demo, is_built, register_demo
+
+    runtime = _runtime()
+    cache_root = runtime.paths.demo_cache
+    if is_built(cache_root, preset):
+        hf_dir = build_demo(cache_root, preset)
+    else:
+        click.echo(f"Training the {preset} demo model; this happens once.", err=True)
+        with click.progressbar(length=1, label="Training", file=sys.stderr) as bar:
+
+            def advance(step: int, steps: int, loss: float) -> None:
+                bar.length = steps
+                bar.label = f"Training (loss {loss:.2f})"
+                bar.update(1)
+
+            hf_dir = build_demo(cache_root, preset, advance)
+    record = register_demo(runtime.models, hf_dir, name)
+    click.echo(f"The demo model is ready as {record.name!r}. Start chatting with `assistant`.")
+
+
 @model.command("use")
 @click.argument("name")
 def model_use(name: str) -> None:
@@ -198,6 +233,60 @@ def model_rm(name: str, yes: bool) -> None:
         click.confirm(f"Remove {name} and every expert learned on it?", abort=True)
     registry.remove(name)
     click.echo(f"Removed {name}.")
+
+
+@cli.group(cls=_Group)
+def bench() -> None:
+    """Benchmarks that print JSON (see also bench/ in the source tree)."""
+
+
+@bench.command("recall")
+@click.option("--seed", default=0, show_default=True, help="Picks facts, values and phrasings.")
+@click.option("--nights", default=1, show_default=True)
+@click.option("--facts-per-night", default=20, show_default=True)
+@click.option("--updates-per-night", default=2, show_default=True)
+@click.option("--unknown-per-night", default=10, show_default=True)
+@click.option(
+    "--model",
+    "model_name",
+    default="demo",
+    show_default=True,
+    help="A registered model name, or a Hugging Face directory.",
+)
+@click.option(
+    "--consolidation",
+    type=click.Choice(["none"]),
+    default="none",
+    show_default=True,
+    help="What happens at night between telling and asking.",
+)
+def bench_recall(
+    seed: int,
+    nights: int,
+    facts_per_night: int,
+    updates_per_night: int,
+    unknown_per_night: int,
+    model_name: str,
+    consolidation: str,
+) -> None:
+    """Does the assistant remember what it was told? Prints JSON.
+
+    Runs in a throwaway home: your own memory and experts are not touched.
+    """
+    from pathlib import Path
+
+    from assistant.recall import RecallBenchmark, RecallSettings, benchmark_runtime
+
+    model_dir = Path(model_name)
+    if not (model_dir / "config.json").is_file():
+        model_dir = _runtime().models.get(model_name).hf_dir
+    settings = RecallSettings(seed, nights, facts_per_night, updates_per_night, unknown_per_night)
+    with benchmark_runtime(model_dir, "model") as runtime:
+        benchmark = RecallBenchmark(
+            runtime, settings, progress=lambda line: click.echo(f"... {line}", err=True)
+        )
+        result = benchmark.run()
+    click.echo(json.dumps({"model": model_name, **result}, indent=2))
 
 
 def main() -> None:

@@ -188,9 +188,12 @@ class ChatEngine:
     def n_ctx(self) -> int:
         return self.llm.n_ctx()
 
-    def tokenize(self, text: str, special: bool = True) -> list[int]:
-        add_bos = self.llm._model.add_bos_token() and not (
-            text.startswith(self.bos_text) and self.bos_text
+    def tokenize(self, text: str, special: bool = True, add_bos: bool = True) -> list[int]:
+        """Tokens of ``text``, with BOS first if the model wants one (and ``add_bos``)."""
+        add_bos = (
+            add_bos
+            and self.llm._model.add_bos_token()
+            and not (text.startswith(self.bos_text) and self.bos_text)
         )
         return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
 
@@ -203,8 +206,30 @@ class ChatEngine:
         """Next-token logits after ``tokens`` (evaluated from scratch)."""
         self.reset_cache()
         self.llm.eval(list(tokens))
+        return self._current_logits().copy()
+
+    def _current_logits(self) -> np.ndarray:
+        """A view of the logits after the last evaluated token (valid until the next eval)."""
         pointer = self._lib.llama_get_logits_ith(self.llm._ctx.ctx, -1)
-        return np.ctypeslib.as_array(pointer, shape=(self.llm.n_vocab(),)).copy()
+        return np.ctypeslib.as_array(pointer, shape=(self.llm.n_vocab(),))
+
+    def token_logprobs(self, tokens: Sequence[int], positions: Sequence[int]) -> list[float]:
+        """log p(tokens[i] | tokens[:i]) for each i in ``positions`` (ascending, all > 0).
+
+        Feeds the sequence one token at a time after the first position, so it
+        needs no all-positions logits buffer; meant for short evaluation texts.
+        """
+        self.reset_cache()
+        logprobs: list[float] = []
+        done = 0
+        for position in positions:
+            self.llm.eval(list(tokens[done:position]))
+            done = position
+            logits = self._current_logits().astype(np.float64)
+            top = logits.max()
+            log_norm = top + np.log(np.exp(logits - top).sum())
+            logprobs.append(float(logits[tokens[position]] - log_norm))
+        return logprobs
 
     # -- chat -----------------------------------------------------------------
     def render(self, messages: Sequence[dict[str, str]]) -> str:

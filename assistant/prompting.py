@@ -32,3 +32,13 @@ def chat_messages(
     messages += [{"role": role, "content": text} for role, text in history]
     messages.append({"role": "user", "content": user_text})
     return messages
+
+
+# The two tasks sleep asks of the model about a note (the demo model is trained on them).
+QUESTIONS_PROMPT = "Write questions someone could ask about this note:"
+RESTATE_PROMPT = "Restate what you learned from this:"
+
+
+def note_task(prompt: str, note: str) -> str:
+    """The user turn asking for one of the note tasks."""
+    return f"{prompt}\n{note}"

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 
 import pytest
-from textual.widgets import Static
+from textual.widgets import Button, Static
 
 from assistant.runtime import Runtime
 from assistant.tui.app import AssistantApp
@@ -41,6 +42,23 @@ async def test_no_model_screen_explains_how_to_add_one(home):
         assert isinstance(app.screen, NoModelScreen)
         text = app.screen.query_one("#no-model").source
         assert "assistant model add" in text
+
+
+async def test_first_run_screen_builds_the_demo_model_then_opens_the_chat(home, tiny_demo):
+    from assistant.demo.build import cached_demo_dir
+
+    runtime = Runtime()
+    # The build itself is tested through the CLI; here the cache already holds it.
+    shutil.copytree(tiny_demo, cached_demo_dir(runtime.paths.demo_cache, "tiny"))
+    app = AssistantApp(runtime, demo_preset="tiny")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.pause()
+        assert isinstance(app.screen, NoModelScreen)
+        app.screen.query_one("#build-demo", Button).press()
+        await ready(pilot)
+        assert not isinstance(app.screen, NoModelScreen)
+        assert runtime.models.active().name == "demo"
+        assert "model: demo" in status_text(app)
 
 
 async def test_message_gets_a_streamed_reply_and_is_remembered(model_home):

@@ -31,9 +31,10 @@ class AssistantApp(App):
         Binding("ctrl+y", "copy_message", "Copy message"),
     ]
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, demo_preset: str = "full") -> None:
         super().__init__()
         self.runtime = runtime
+        self.demo_preset = demo_preset
         self.engine = None
         self.session = None
         self._stop = threading.Event()
@@ -52,13 +53,10 @@ class AssistantApp(App):
         yield Static("loading...", id="status")
         yield Footer()
 
-    def get_default_screen(self) -> Screen:
-        if self.runtime.models.active() is None:
-            return NoModelScreen()
-        return super().get_default_screen()
-
     def on_mount(self) -> None:
-        if self.runtime.models.active() is not None:
+        if self.runtime.models.active() is None:
+            self.push_screen(NoModelScreen(self.demo_preset), lambda _: self._load_engine())
+        else:
             self._load_engine()
 
     @work(thread=True, exclusive=True, group="engine")

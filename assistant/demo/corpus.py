@@ -1,0 +1,204 @@
+"""Chat transcripts in the product's prompt layout, generated from a seed.
+
+A transcript is what the chat engine would see: a system turn holding the
+system prompt and "today's" notes (earlier user turns, as ``prompting`` lays
+them out), then a conversation. Every assistant turn is a training target:
+answers copied from the notes or the conversation (the newest value when a fact
+changed), "you haven't told me" for anything not told, acknowledgements, small
+talk, and the two tasks sleep relies on (questions about a note, restatements).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+from assistant.demo.facts import (
+    ABSTAIN,
+    ACKNOWLEDGE,
+    ACKNOWLEDGE_UPDATE,
+    NOTHING_TOLD,
+    QUESTIONS_TASK,
+    RECITAL_HEADER,
+    RECITE_TASK,
+    RESTATE_TASK,
+    SLOTS,
+    SMALL_TALK,
+    Slot,
+    Split,
+    draw_value,
+    with_value,
+)
+from assistant.prompting import note_task as note_task_text
+from assistant.prompting import system_message
+
+Message = dict[str, str]
+Tokenize = Callable[[str], list[int]]
+IGNORE = -100  # label of tokens the model is not trained (or scored) on
+
+# The most facts, and notes in all, a training transcript holds (a benchmark night is 20-30).
+MAX_FACTS = 26
+MAX_NOTES = 32
+MOST_FACTS = [3, 6, 12, MAX_FACTS]
+
+
+@dataclass(frozen=True)
+class Fact:
+    slot: Slot
+    value: str
+
+    @property
+    def answer(self) -> str:
+        return with_value(self.slot.answer, self.value)
+
+    @property
+    def restated(self) -> str:
+        return with_value(self.slot.fact, self.value)
+
+
+def statement(fact: Fact, rng: random.Random, split: Split, update: bool = False) -> str:
+    phrasings = fact.slot.phrasings(split)
+    return with_value(rng.choice(phrasings.updates if update else phrasings.statements), fact.value)
+
+
+def question(slot: Slot, rng: random.Random, split: Split) -> str:
+    return rng.choice(slot.phrasings(split).questions)
+
+
+def reply(slot: Slot, known: dict[str, Fact]) -> str:
+    """The correct answer given what the user has told so far."""
+    fact = known.get(slot.key)
+    return fact.answer if fact else ABSTAIN.format(topic=slot.topic)
+
+
+def new_fact(slot: Slot, rng: random.Random, split: Split, old: Fact | None = None) -> Fact:
+    return Fact(slot, draw_value(slot.pool, rng, split, avoid=[old.value] if old else ()))
+
+
+def questions_about(facts: Sequence[Fact], rng: random.Random, split: Split) -> list[str]:
+    """At least three distinct questions that the facts answer, spread over the facts."""
+    per_fact = max(1, -(-3 // len(facts)))
+    asked: list[str] = []
+    for fact in facts:
+        options = list(fact.slot.phrasings(split).questions)
+        rng.shuffle(options)
+        asked += options[:per_fact]
+    return asked
+
+
+def note_task(rng: random.Random, split: Split, facts: Sequence[Fact]) -> tuple[str, str]:
+    """(user turn, reply) for one of the two tasks sleep asks of the model."""
+    note = " ".join(statement(fact, rng, split) for fact in facts)
+    if rng.random() < 0.5:
+        lines = [f"{i}. {q}" for i, q in enumerate(questions_about(facts, rng, split), 1)]
+        return note_task_text(rng.choice(QUESTIONS_TASK[split]), note), "\n".join(lines)
+    lines = [f"- {fact.restated}" for fact in facts]
+    return note_task_text(rng.choice(RESTATE_TASK[split]), note), "\n".join(lines)
+
+
+def recital(notes: Sequence[str], rng: random.Random, split: Split) -> tuple[str, str]:
+    """(user turn, reply) for "what did I tell you today?": the notes, word for word.
+
+    Besides being useful, it is the densest copying signal in the corpus, which
+    is what makes a small model learn to read its context in minutes.
+    """
+    asked = rng.choice(RECITE_TASK[split])
+    if not notes:
+        return asked, NOTHING_TOLD
+    return asked, RECITAL_HEADER + "\n" + "\n".join(f"- {note}" for note in notes)
+
+
+def random_facts(rng: random.Random, split: Split, count: int) -> list[Fact]:
+    return [new_fact(slot, rng, split) for slot in rng.sample(SLOTS, count)]
+
+
+def _told_notes(rng: random.Random, split: Split) -> tuple[list[str], dict[str, Fact]]:
+    """Notes with some facts, a few changed later, and unrelated turns among them."""
+    # Mostly short notes, where matching a question to its note is learned fast, some long.
+    most = rng.choice(MOST_FACTS)
+    known = {fact.slot.key: fact for fact in random_facts(rng, split, rng.randint(1, most))}
+    said = {key: statement(fact, rng, split) for key, fact in known.items()}
+    notes = list(said.values())
+    changeable = [fact for fact in known.values() if fact.slot.can_change]
+    for old in rng.sample(changeable, min(len(changeable), rng.choice([0, 0, 1, 2, 3]))):
+        fact = new_fact(old.slot, rng, split, old)
+        after = notes.index(said[old.slot.key])
+        notes.insert(rng.randint(after + 1, len(notes)), statement(fact, rng, split, update=True))
+        known[fact.slot.key] = fact
+    for _ in range(rng.randint(0, min(6, MAX_NOTES - len(notes)))):
+        other = rng.choice(SMALL_TALK[split])[0] if rng.random() < 0.5 else None
+        other = other or question(rng.choice(SLOTS), rng, split)
+        notes.insert(rng.randint(0, len(notes)), other)
+    return notes, known
+
+
+def training_transcript(rng: random.Random, split: Split = "train") -> list[Message]:
+    """One system turn with notes (or none) and a conversation of 2-8 exchanges."""
+    notes, known = _told_notes(rng, split) if rng.random() < 0.85 else ([], {})
+    messages = [system_message(notes)]
+    for _ in range(rng.randint(2, 8)):
+        roll = rng.random()
+        untold = [slot for slot in SLOTS if slot.key not in known]
+        if roll < 0.45 and known:
+            slot = known[rng.choice(list(known))].slot
+            turn = question(slot, rng, split), reply(slot, known)
+        elif roll < 0.65:
+            slot = rng.choice(untold)
+            turn = question(slot, rng, split), reply(slot, known)
+        elif roll < 0.75:
+            old = known.get(rng.choice(SLOTS).key)
+            if old and old.slot.can_change:
+                fact = new_fact(old.slot, rng, split, old)
+                said = statement(fact, rng, split, update=True)
+                turn = said, ACKNOWLEDGE_UPDATE.format(answer=fact.answer)
+            else:
+                fact = new_fact(rng.choice(untold), rng, split)
+                turn = statement(fact, rng, split), ACKNOWLEDGE.format(answer=fact.answer)
+            known[fact.slot.key] = fact
+        elif roll < 0.8:
+            turn = rng.choice(SMALL_TALK[split])
+        elif roll < 0.9:
+            turn = recital(notes, rng, split)
+        else:
+            turn = note_task(rng, split, random_facts(rng, split, rng.randint(1, 3)))
+        messages += [
+            {"role": "user", "content": turn[0]},
+            {"role": "assistant", "content": turn[1]},
+        ]
+    return messages
+
+
+def transcripts(seed: int, split: Split = "train") -> Iterator[list[Message]]:
+    """An endless, reproducible stream of transcripts."""
+    rng = random.Random(seed)
+    while True:
+        yield training_transcript(rng, split)
+
+
+def render_message(message: Message) -> str:
+    """One turn in the ChatML layout of the demo model's chat template."""
+    return f"<|im_start|>{message['role']}\n{message['content']}<|im_end|>\n"
+
+
+def encode_transcript(tokenize: Tokenize, messages: list[Message]) -> tuple[list[int], list[int]]:
+    """Token ids of the rendered transcript, and labels that keep only the assistant's words.
+
+    Each turn is tokenized on its own; this matches tokenizing the whole text
+    because every turn starts with a special token. The assistant header is
+    context, not target: at chat time the template supplies it.
+    """
+    ids: list[int] = []
+    labels: list[int] = []
+    for message in messages:
+        if message["role"] == "assistant":
+            head = tokenize("<|im_start|>assistant\n")
+            body = tokenize(message["content"] + "<|im_end|>")
+            tail = tokenize("\n")
+            ids += head + body + tail
+            labels += [IGNORE] * len(head) + body + [IGNORE] * len(tail)
+        else:
+            piece = tokenize(render_message(message))
+            ids += piece
+            labels += [IGNORE] * len(piece)
+    return ids, labels

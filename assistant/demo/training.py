@@ -1,0 +1,236 @@
+"""Train the demo model: a BPE tokenizer and a small Llama, on the CPU, from a seed.
+
+The loop is deliberately plain (nanoGPT-style): batches of transcripts of
+similar length, loss on the assistant's turns only, AdamW with warmup and
+cosine decay, bf16 autocast where the CPU supports it. The result is a normal
+Hugging Face directory that the model registry treats like any other model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from assistant.bpe import train_tokenizer
+from assistant.demo.corpus import (
+    IGNORE,
+    Message,
+    Tokenize,
+    encode_transcript,
+    render_message,
+    transcripts,
+)
+
+# A cached build is reused only if these sources (the corpus and how it is trained) are unchanged.
+_BUILD_SOURCES = ("demo/facts.py", "demo/corpus.py", "demo/training.py", "prompting.py", "bpe.py")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    seed: int = 1234
+    vocab_size: int = 4096
+    hidden_size: int = 128
+    layers: int = 4
+    heads: int = 4
+    intermediate_size: int = 352
+    context: int = 1024  # positions the model supports (the engine clamps n_ctx to this)
+    max_tokens: int = 768  # longest training transcript
+    steps: int = 2400
+    batch_tokens: int = 2048
+    learning_rate: float = 4e-3
+    warmup_steps: int = 50
+    tokenizer_transcripts: int = 4000
+
+    @property
+    def key(self) -> str:
+        """Names the cached build: changes with the config or the corpus generator."""
+        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode())
+        package = Path(__file__).resolve().parent.parent
+        for name in _BUILD_SOURCES:
+            digest.update((package / name).read_bytes())
+        return digest.hexdigest()[:12]
+
+
+PRESETS = {
+    "full": DemoConfig(),
+    # Trains in well under a minute: for tests and for trying the product quickly.
+    "tiny": DemoConfig(
+        vocab_size=1024,
+        hidden_size=64,
+        layers=2,
+        heads=2,
+        intermediate_size=176,
+        max_tokens=512,
+        steps=100,
+        batch_tokens=4096,
+        learning_rate=3e-3,
+        warmup_steps=5,
+        tokenizer_transcripts=400,
+    ),
+}
+
+
+@dataclass
+class TrainingReport:
+    config: dict
+    parameters: int
+    steps: int
+    seconds: float
+    tokens_seen: int
+    first_loss: float
+    final_loss: float  # mean of the last 10% of steps
+
+
+Progress = Callable[[int, int, float], None]
+
+
+def _fitted(tokenize: Tokenize, messages: list[Message], max_tokens: int):
+    """The transcript encoded, dropping its last exchanges until it fits (None if it cannot)."""
+    while len(messages) >= 3:
+        ids, labels = encode_transcript(tokenize, messages)
+        if len(ids) <= max_tokens:
+            return ids, labels
+        messages = messages[:-2]
+    return None
+
+
+def batches(tokenizer, config: DemoConfig, seed: int) -> Iterator[tuple[list, list]]:
+    """Batches of similar-length transcripts, each at most ``batch_tokens`` padded tokens."""
+    rng = random.Random(seed)
+    stream = transcripts(seed)
+    pad = tokenizer.pad_token_id
+
+    def tokenize(text: str) -> list[int]:
+        return tokenizer.encode(text, add_special_tokens=False)
+
+    while True:
+        encoded = [_fitted(tokenize, next(stream), config.max_tokens) for _ in range(256)]
+        encoded = sorted((e for e in encoded if e), key=lambda e: len(e[0]))
+        chunk: list[list[tuple[list[int], list[int]]]] = [[]]
+        for item in encoded:
+            if (len(chunk[-1]) + 1) * len(item[0]) > config.batch_tokens:
+                chunk.append([])
+            chunk[-1].append(item)
+        rng.shuffle(chunk)
+        for group in chunk:
+            width = max(len(ids) for ids, _ in group)
+            yield (
+                [ids + [pad] * (width - len(ids)) for ids, _ in group],
+                [labels + [IGNORE] * (width - len(labels)) for _, labels in group],
+            )
+
+
+def _learning_rate(config: DemoConfig, step: int) -> float:
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return config.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _bf16_is_fast() -> bool:
+    """bf16 autocast pays off only with native bf16 matmuls (AMX / AVX512-BF16)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def train_demo_model(
+    config: DemoConfig, out_dir: Path, progress: Progress = lambda *_: None
+) -> TrainingReport:
+    """Build the tokenizer and the model into ``out_dir`` (a Hugging Face directory)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    started = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    corpus = transcripts(config.seed)
+    sample = [
+        "".join(render_message(m) for m in next(corpus))
+        for _ in range(config.tokenizer_transcripts)
+    ]
+    tokenizer = train_tokenizer(sample, out_dir, config.vocab_size)
+    _write_tokenizer_flags(out_dir)
+
+    torch.manual_seed(config.seed)
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=config.hidden_size,
+            intermediate_size=config.intermediate_size,
+            num_hidden_layers=config.layers,
+            num_attention_heads=config.heads,
+            num_key_value_heads=config.heads,
+            max_position_embeddings=config.context,
+            tie_word_embeddings=True,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, betas=(0.9, 0.95), weight_decay=0.1
+    )
+    use_bf16 = _bf16_is_fast()
+    losses: list[float] = []
+    tokens_seen = 0
+    model.train()
+    data = batches(tokenizer, config, config.seed + 1)
+    for step in range(config.steps):
+        ids, labels = (torch.tensor(t) for t in next(data))
+        for group in optimizer.param_groups:
+            group["lr"] = _learning_rate(config, step)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+            loss = _assistant_loss(model, ids, labels)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        tokens_seen += ids.numel()
+        progress(step + 1, config.steps, losses[-1])
+
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(out_dir)
+    tail = losses[-max(1, len(losses) // 10) :]
+    report = TrainingReport(
+        config=asdict(config),
+        parameters=sum(p.numel() for p in model.parameters()),
+        steps=config.steps,
+        seconds=round(time.perf_counter() - started, 1),
+        tokens_seen=tokens_seen,
+        first_loss=losses[0],
+        final_loss=sum(tail) / len(tail),
+    )
+    (out_dir / "training.json").write_text(json.dumps(asdict(report), indent=2))
+    return report
+
+
+def _assistant_loss(model, ids, labels):
+    """Cross-entropy on the assistant's tokens only, projecting just those to the vocabulary.
+
+    Most positions are context (notes, questions), so skipping their output
+    projection saves a sixth of the step without changing the loss.
+    """
+    import torch.nn.functional as F
+
+    hidden = model.model(input_ids=ids).last_hidden_state[:, :-1]
+    targets = labels[:, 1:]
+    keep = targets != IGNORE
+    logits = model.lm_head(hidden[keep])
+    return F.cross_entropy(logits.float(), targets[keep])
+
+
+def _write_tokenizer_flags(out_dir: Path) -> None:
+    """No BOS token: transcripts start with ``<|im_start|>``, in training and in llama.cpp."""
+    path = out_dir / "tokenizer_config.json"
+    settings = json.loads(path.read_text())
+    settings.update(add_bos_token=False, add_eos_token=False)
+    path.write_text(json.dumps(settings, indent=2))

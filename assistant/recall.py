@@ -1,0 +1,409 @@
+"""The recall benchmark: does the assistant remember what it was told, once the logs are gone?
+
+Each simulated day a fictional user tells facts in a few conversations, through
+the chat engine and into the encrypted store, like a real user. The benchmark
+then asks about them in fresh conversations: with today's memories in context
+(the upper bound), closed book before the night's consolidation (should be
+near zero), and closed book after it, with the raw logs gone. Everything the
+user says and asks uses held-out phrasings and values, which the demo model
+never saw in training. Answers are scored by the exact expected value, with
+only case and punctuation normalised; an answer that also names another value
+the user gave (a different name, the old value of a changed fact) is wrong, so
+listing everything cannot pass.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from assistant.chat import ChatSession
+from assistant.demo.corpus import (
+    IGNORE,
+    Fact,
+    encode_transcript,
+    new_fact,
+    question,
+    statement,
+    transcripts,
+)
+from assistant.demo.facts import SLOTS, SMALL_TALK, Slot, draw_value
+from assistant.engine import ChatEngine
+from assistant.errors import AssistantError
+from assistant.keys import initialize
+from assistant.paths import Paths
+from assistant.runtime import Runtime
+
+# The night's consolidation: given the benchmark's runtime, learn the day's memories
+# (and delete their raw logs); returns a report to include in the JSON.
+Consolidation = Callable[[Runtime], dict]
+
+SPLIT = "held_out"
+ABSTAIN_MARKERS = ("havent told me", "have not told me", "dont know", "do not know")
+DRIFT_TRANSCRIPTS = 12
+DRIFT_SEED = 20261121
+REPLY_TOKENS = 64
+MAX_FAILURES = 8  # wrong answers quoted in the report, to see what goes wrong
+
+
+# -- scoring ----------------------------------------------------------------------
+
+
+def normalise(text: str) -> str:
+    """Lower case, punctuation removed, whitespace collapsed."""
+    return " ".join(re.sub(r"[^\w\s]", "", text.lower()).split())
+
+
+def mentions(answer: str, value: str) -> bool:
+    """Whether ``value`` appears in ``answer`` as whole words (after normalising both)."""
+    return f" {normalise(value)} " in f" {normalise(answer)} "
+
+
+def is_abstention(answer: str) -> bool:
+    text = normalise(answer)
+    return any(marker in text for marker in ABSTAIN_MARKERS)
+
+
+def is_correct(answer: str, expected: str, wrong: tuple[str, ...] = ()) -> bool:
+    """The expected value is named, and no other value the user gave for a like slot is."""
+    return mentions(answer, expected) and not any(
+        mentions(answer, other) for other in wrong if normalise(other) != normalise(expected)
+    )
+
+
+# -- the scenario -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecallSettings:
+    seed: int = 0
+    nights: int = 1
+    facts_per_night: int = 20
+    updates_per_night: int = 2
+    unknown_per_night: int = 10
+    facts_per_conversation: int = 5
+
+
+@dataclass
+class Night:
+    facts: list[Fact]  # told for the first time tonight
+    updates: list[Fact]  # new values for facts told earlier (tonight or before)
+    conversations: list[list[str]]  # what the user says, conversation by conversation
+    unknown: list[Slot]  # never told, asked to see the model admit it
+
+
+def plan(settings: RecallSettings) -> list[Night]:
+    """The user's days: which facts are told, changed and never told, and in what words."""
+    rng = random.Random(settings.seed)
+    slots = list(SLOTS)
+    rng.shuffle(slots)
+    unknown, tellable = slots[: settings.unknown_per_night], slots[settings.unknown_per_night :]
+    if settings.nights * settings.facts_per_night > len(tellable):
+        raise AssistantError(
+            f"The corpus has {len(tellable)} facts to tell beside the"
+            f" {settings.unknown_per_night} never told; asked for"
+            f" {settings.nights} x {settings.facts_per_night}.",
+            hint="Lower --nights or --facts-per-night.",
+        )
+    current: dict[str, Fact] = {}
+    nights: list[Night] = []
+    for n in range(settings.nights):
+        chunk = tellable[n * settings.facts_per_night : (n + 1) * settings.facts_per_night]
+        facts = [Fact(slot, draw_value(slot.pool, rng, SPLIT)) for slot in chunk]
+        earlier = [f for f in current.values() if f.slot.can_change]
+        candidates = earlier or [f for f in facts if f.slot.can_change]
+        olds = rng.sample(candidates, min(settings.updates_per_night, len(candidates)))
+        updates = [new_fact(old.slot, rng, SPLIT, old) for old in olds]
+        said = [statement(fact, rng, SPLIT) for fact in facts]
+        conversations = [
+            said[i : i + settings.facts_per_conversation]
+            for i in range(0, len(said), settings.facts_per_conversation)
+        ]
+        for turns in conversations:
+            turns.insert(rng.randint(0, len(turns)), rng.choice(SMALL_TALK[SPLIT])[0])
+        if updates:  # told last, after the values they replace
+            conversations.append([statement(fact, rng, SPLIT, update=True) for fact in updates])
+        current.update({fact.slot.key: fact for fact in facts + updates})
+        nights.append(Night(facts, updates, conversations, unknown))
+    return nights
+
+
+# -- measuring ------------------------------------------------------------------------
+
+
+@dataclass
+class Stage:
+    """Cost of one stage of a night."""
+
+    seconds: float = 0.0
+    turns: int = 0
+    prompt_tokens: int = 0
+    reply_tokens: int = 0
+
+    def add(self, session: ChatSession, turns: int) -> None:
+        self.turns += turns
+        self.prompt_tokens += session.usage.prompt_tokens
+        self.reply_tokens += session.usage.reply_tokens
+
+
+@dataclass
+class Score:
+    right: int = 0
+    total: int = 0
+
+    def add(self, ok: bool) -> None:
+        self.right += ok
+        self.total += 1
+
+    @property
+    def rate(self) -> float | None:
+        return round(self.right / self.total, 4) if self.total else None
+
+
+@dataclass
+class Tally:
+    scores: dict[str, Score] = field(default_factory=dict)
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+    def record(self, metric: str, ok: bool, asked: str, answer: str, expected: str) -> None:
+        self.scores.setdefault(metric, Score()).add(ok)
+        if not ok and len(self.failures) < MAX_FAILURES:
+            self.failures.append(
+                {"metric": metric, "question": asked, "expected": expected, "answer": answer}
+            )
+
+    def merge(self, other: Tally) -> None:
+        for metric, score in other.scores.items():
+            mine = self.scores.setdefault(metric, Score())
+            mine.right += score.right
+            mine.total += score.total
+        self.failures += other.failures[: max(0, MAX_FAILURES - len(self.failures))]
+
+    def rates(self) -> dict[str, float | None]:
+        return {name: score.rate for name, score in self.scores.items()}
+
+
+# (metric, the fact to recall or the slot never told, values that must not be named)
+Probe = tuple[str, "Fact | Slot", tuple[str, ...]]
+
+
+@dataclass
+class NightQuestions:
+    in_context: list[Probe]  # with the day's memories in the prompt
+    before: list[Probe]  # closed book, before the night's consolidation
+    after: list[Probe]  # closed book, after it
+
+
+def night_questions(
+    night: Night, current: dict[str, Fact], earlier: list[Fact], told: list[Fact]
+) -> NightQuestions:
+    """What to ask about one night, given the newest value of every fact told so far."""
+    updated = {fact.slot.key for fact in night.updates}
+    tonight = [f for f in night.facts if f.slot.key not in updated]
+    changed = [current[key] for key in updated]
+    retained = list(
+        {f.slot.key: current[f.slot.key] for f in earlier if f.slot.key not in updated}.values()
+    )
+
+    def probes(metric: str, facts: list[Fact]) -> list[Probe]:
+        # Naming another value from the same pool as well (another name, an old value) is wrong.
+        return [
+            (metric, f, tuple(t.value for t in told if t.slot.pool == f.slot.pool)) for f in facts
+        ]
+
+    everything = tuple(f.value for f in told)
+    return NightQuestions(
+        in_context=probes("recall_in_context", tonight)
+        + probes("update_accuracy_in_context", changed)
+        + [("abstain_rate_unknown", slot, everything) for slot in night.unknown],
+        before=probes("recall_closed_book_before", tonight),
+        after=probes("recall_closed_book_after", tonight)
+        + probes("update_accuracy", changed)
+        + probes("retention", retained)
+        + [("abstain_rate_unknown_after", slot, everything) for slot in night.unknown],
+    )
+
+
+class RecallBenchmark:
+    """Runs the nights of a plan against one runtime (a throwaway home with the model)."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        settings: RecallSettings,
+        consolidation: Consolidation | None = None,
+        progress: Callable[[str], None] = lambda _: None,
+    ) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self.consolidation = consolidation
+        self.progress = progress
+        self.questions: dict[str, str] = {}
+        self._rng = random.Random(settings.seed + 1)
+        self._engine: ChatEngine | None = None
+
+    @property
+    def engine(self) -> ChatEngine:
+        if self._engine is None:
+            self._engine = self.runtime.load_engine()
+        return self._engine
+
+    def close_engine(self) -> None:
+        """Closed after a consolidation (committed experts may have changed) and at the end."""
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
+    def question_for(self, slot: Slot) -> str:
+        """One held-out question per slot, the same at every stage so stages compare."""
+        if slot.key not in self.questions:
+            self.questions[slot.key] = question(slot, self._rng, SPLIT)
+        return self.questions[slot.key]
+
+    def session(self, with_memories: bool) -> ChatSession:
+        return ChatSession(
+            self.runtime.memory,
+            self.engine,
+            max_reply_tokens=REPLY_TOKENS,
+            with_memories=with_memories,
+        )
+
+    def tell(self, night: Night) -> Stage:
+        stage = Stage()
+        started = time.perf_counter()
+        for turns in night.conversations:
+            session = self.session(with_memories=True)
+            for text in turns:
+                session.respond(text)
+            stage.add(session, len(turns))
+        stage.seconds = round(time.perf_counter() - started, 3)
+        return stage
+
+    def ask(self, probes: list[Probe], tally: Tally, with_memories: bool) -> Stage:
+        """Ask each probe's question in a fresh conversation and score the answer."""
+        stage = Stage()
+        started = time.perf_counter()
+        for metric, target, wrong in probes:
+            slot = target.slot if isinstance(target, Fact) else target
+            asked = self.question_for(slot)
+            session = self.session(with_memories)
+            answer = session.answer(asked)
+            stage.add(session, 1)
+            if isinstance(target, Fact):
+                ok = is_correct(answer, target.value, wrong)
+                tally.record(metric, ok, asked, answer, target.value)
+            else:
+                ok = is_abstention(answer) and not any(mentions(answer, w) for w in wrong)
+                tally.record(metric, ok, asked, answer, "(says it was not told)")
+        stage.seconds = round(time.perf_counter() - started, 3)
+        return stage
+
+    def perplexity(self) -> float:
+        """Perplexity of the assistant's turns in a fixed held-out slice of the corpus."""
+        engine = self.engine
+        bos = engine.tokenize("", add_bos=True)
+        total, count = 0.0, 0
+        stream = transcripts(DRIFT_SEED, split=SPLIT)
+        for _ in range(DRIFT_TRANSCRIPTS):
+            ids, labels = encode_transcript(
+                lambda text: engine.tokenize(text, add_bos=False), next(stream)
+            )
+            ids, labels = (bos + ids)[: engine.n_ctx], ([IGNORE] * len(bos) + labels)
+            positions = [i for i in range(1, len(ids)) if labels[i] != IGNORE]
+            logprobs = engine.token_logprobs(ids, positions)
+            total -= sum(logprobs)
+            count += len(logprobs)
+        return math.exp(total / count)
+
+    def run(self) -> dict:
+        try:
+            return self._run()
+        finally:
+            self.close_engine()
+
+    def _run(self) -> dict:
+        nights = plan(self.settings)
+        told = [f for night in nights for f in night.facts + night.updates]
+        perplexity_before = self.perplexity()
+        overall = Tally()
+        reports = []
+        current: dict[str, Fact] = {}
+        earlier: list[Fact] = []
+        for n, night in enumerate(nights, 1):
+            tally = Tally()
+            self.progress(f"night {n}: telling {len(night.facts)} facts")
+            stages = {"tell": self.tell(night)}
+            current.update({f.slot.key: f for f in night.facts + night.updates})
+            questions = night_questions(night, current, earlier, told)
+            self.progress(f"night {n}: asking with the day's memories in context")
+            stages["ask_in_context"] = self.ask(questions.in_context, tally, with_memories=True)
+            self.progress(f"night {n}: asking closed book before consolidation")
+            stages["ask_closed_book_before"] = self.ask(questions.before, tally, False)
+            started = time.perf_counter()
+            consolidation = self.consolidate(n)
+            stages["consolidate"] = Stage(seconds=round(time.perf_counter() - started, 3))
+            self.progress(f"night {n}: asking closed book after consolidation")
+            stages["ask_closed_book_after"] = self.ask(questions.after, tally, False)
+            started = time.perf_counter()
+            drift = self.perplexity() / perplexity_before
+            stages["drift"] = Stage(seconds=round(time.perf_counter() - started, 3))
+            earlier += night.facts + night.updates
+            overall.merge(tally)
+            reports.append(
+                {
+                    "night": n,
+                    "facts": len(night.facts),
+                    "updates": len(night.updates),
+                    "unknown": len(night.unknown),
+                    **tally.rates(),
+                    "drift": round(drift, 4),
+                    "consolidation": consolidation,
+                    "stages": {name: asdict(stage) for name, stage in stages.items()},
+                }
+            )
+        return {
+            "benchmark": "recall",
+            "settings": asdict(self.settings),
+            "consolidation": "none" if self.consolidation is None else "sleep",
+            "perplexity_before": round(perplexity_before, 4),
+            "overall": {**overall.rates(), "drift": reports[-1]["drift"]},
+            "nights": reports,
+            "failures": overall.failures,
+        }
+
+    def consolidate(self, night: int) -> dict:
+        """Run the night's consolidation; without one, the night only deletes the day's logs."""
+        memory = self.runtime.memory
+        if self.consolidation is None:
+            report: dict = {"learned": False}
+            sealed = memory.seal_epoch()
+            if sealed is not None:
+                report["deleted_turns"] = memory.delete_epoch(sealed).turns_deleted
+        else:
+            self.progress(f"night {night}: consolidating")
+            report = self.consolidation(self.runtime)
+            self.close_engine()
+        report["raw_turns_left"] = memory.count()
+        return report
+
+
+@contextmanager
+def benchmark_runtime(model_dir: Path, model_name: str) -> Iterator[Runtime]:
+    """A throwaway home holding only the model to test, with a random key on disk."""
+    with tempfile.TemporaryDirectory(prefix="assistant-recall-") as root:
+        base = Path(root)
+        paths = Paths(base / "data", base / "config", base / "cache").ensure()
+        runtime = Runtime(paths=paths)
+        try:
+            initialize(runtime.database, paths.key_file, "keyfile")
+            runtime.models.add(str(model_dir), name=model_name)
+            yield runtime
+        finally:
+            runtime.database.close()

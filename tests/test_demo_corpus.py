@@ -1,0 +1,99 @@
+"""The synthetic corpus: deterministic, rich enough, and its held-out side never leaks."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+
+import pytest
+
+from assistant.demo.corpus import IGNORE, encode_transcript, render_message, transcripts
+from assistant.demo.facts import KINDS, POOLS, SLOTS, SPLITS, draw_value, split_of_value
+from assistant.prompting import NOTES_HEADER, SYSTEM_PROMPT
+
+TRAINING_SAMPLE = 1500
+
+
+@pytest.fixture(scope="module")
+def training_text() -> str:
+    """A large sample of the training split, as one lower-cased text."""
+    stream = transcripts(seed=7)
+    sample = itertools.islice(stream, TRAINING_SAMPLE)
+    return "\n".join(m["content"] for t in sample for m in t).lower()
+
+
+def test_same_seed_same_corpus_other_seed_other_corpus():
+    first = list(itertools.islice(transcripts(3), 20))
+    assert first == list(itertools.islice(transcripts(3), 20))
+    assert first != list(itertools.islice(transcripts(4), 20))
+
+
+def test_covers_many_kinds_of_facts_each_with_many_phrasings():
+    assert len(KINDS) >= 15
+    for slot in SLOTS:
+        assert len(slot.train.statements) >= 3, slot.key
+        assert len(slot.train.questions) >= 3, slot.key
+        assert slot.held_out.statements and slot.held_out.questions, slot.key
+        assert bool(slot.held_out.updates) == slot.can_change, slot.key
+
+
+def test_values_come_from_large_pools_on_both_sides():
+    rng = random.Random(0)
+    for pool in POOLS:
+        for split in SPLITS:
+            values = {draw_value(pool, rng, split) for _ in range(200)}
+            assert len(values) >= 8, (pool, split)
+            assert all(split_of_value(v, pool) == split for v in values)
+
+
+def _phrasing_pattern(template: str) -> re.Pattern:
+    """A template as a regex: its literal words, any value where the value goes."""
+    parts = re.split(r"\{[va]\}", template.lower())
+    return re.compile(".+?".join(re.escape(part) for part in parts))
+
+
+def test_held_out_phrasings_never_occur_in_training(training_text):
+    train_templates = {
+        t
+        for slot in SLOTS
+        for t in slot.train.statements + slot.train.questions + slot.train.updates
+    }
+    for slot in SLOTS:
+        held = slot.held_out.statements + slot.held_out.questions + slot.held_out.updates
+        for template in held:
+            assert template not in train_templates
+            assert not _phrasing_pattern(template).search(training_text), template
+
+
+def test_held_out_values_never_occur_in_training(training_text):
+    rng = random.Random(1)
+    for pool in POOLS:
+        for _ in range(60):
+            value = draw_value(pool, rng, "held_out").lower()
+            assert not re.search(rf"\b{re.escape(value)}\b", training_text), (pool, value)
+
+
+def test_transcripts_use_the_product_prompt_layout():
+    rng_transcripts = list(itertools.islice(transcripts(11), 200))
+    with_notes = [t for t in rng_transcripts if NOTES_HEADER in t[0]["content"]]
+    assert 0 < len(with_notes) < len(rng_transcripts)
+    for transcript in rng_transcripts:
+        assert transcript[0]["role"] == "system"
+        assert transcript[0]["content"].startswith(SYSTEM_PROMPT)
+        roles = [m["role"] for m in transcript[1:]]
+        assert roles == ["user", "assistant"] * (len(roles) // 2)
+    replies = [m["content"] for t in rng_transcripts for m in t if m["role"] == "assistant"]
+    assert any("haven't told me" in r for r in replies)
+    assert any(r.startswith("1. ") for r in replies)  # questions about a note
+    assert any(r.startswith("- The user") for r in replies)  # restatements
+
+
+def test_labels_cover_exactly_the_assistant_replies():
+    # One "token" per character keeps the arithmetic visible.
+    transcript = next(transcripts(5))
+    ids, labels = encode_transcript(lambda text: list(range(len(text))), transcript)
+    assert len(ids) == len(labels) == sum(len(render_message(m)) for m in transcript)
+    supervised = sum(label != IGNORE for label in labels)
+    replies = [m["content"] for m in transcript if m["role"] == "assistant"]
+    assert supervised == sum(len(r + "<|im_end|>") for r in replies)

@@ -1,0 +1,66 @@
+"""The demo model: it trains, `assistant model demo` caches it, llama.cpp reads it as trained."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from assistant.cli import cli
+from assistant.demo.corpus import encode_transcript, render_message, transcripts
+from assistant.demo.training import PRESETS, train_demo_model
+from assistant.hf_weights import read_config
+
+# Cross-entropy per assistant token after the tiny preset's 100 steps (it starts near ln V).
+TINY_LOSS_BOUND = 3.3
+
+
+def test_tiny_config_trains_and_its_loss_falls(tmp_path):
+    report = train_demo_model(PRESETS["tiny"], tmp_path / "tiny")
+    assert report.first_loss > 6.0
+    assert report.final_loss < TINY_LOSS_BOUND
+    assert read_config(tmp_path / "tiny")["architectures"] == ["LlamaForCausalLM"]
+    assert json.loads((tmp_path / "tiny" / "training.json").read_text())["steps"] == 100
+
+
+@pytest.mark.slow
+def test_model_demo_twice_builds_once_then_reuses_the_cache(home):
+    runner = CliRunner()
+    first = runner.invoke(cli, ["model", "demo", "--preset", "tiny"])
+    assert first.exit_code == 0, first.output
+    assert "Training the tiny demo model" in first.stderr
+    builds = list((home / "cache" / "demo").iterdir())
+    assert len(builds) == 1
+    trained_at = (builds[0] / "training.json").stat().st_mtime_ns
+
+    second = runner.invoke(cli, ["model", "demo", "--preset", "tiny"])
+    assert second.exit_code == 0, second.output
+    assert "Training" not in second.stderr
+    assert (builds[0] / "training.json").stat().st_mtime_ns == trained_at
+    listing = runner.invoke(cli, ["model", "list", "--json"])
+    (demo,) = json.loads(listing.stdout)
+    assert demo["name"] == "demo" and demo["active"]
+
+
+@pytest.mark.slow
+def test_training_and_llama_cpp_see_the_same_tokens(tiny_demo):
+    from transformers import AutoTokenizer
+
+    from assistant.recall import benchmark_runtime
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_demo)
+    with benchmark_runtime(tiny_demo, "tiny") as runtime:
+        engine = runtime.load_engine()
+        try:
+            for messages in itertools.islice(transcripts(99), 5):
+                ids, _ = encode_transcript(
+                    lambda text: tokenizer.encode(text, add_special_tokens=False), messages
+                )
+                assert engine.tokenize("".join(render_message(m) for m in messages)) == ids
+                assert engine.render(messages[:-1]) == (
+                    "".join(render_message(m) for m in messages[:-1]) + "<|im_start|>assistant\n"
+                )
+        finally:
+            engine.close()

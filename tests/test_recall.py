@@ -1,0 +1,116 @@
+"""The recall benchmark: its scorer, its plan of nights, and a run end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from assistant.cli import cli
+from assistant.errors import AssistantError
+from assistant.recall import (
+    RecallSettings,
+    is_abstention,
+    is_correct,
+    mentions,
+    normalise,
+    plan,
+)
+
+METRICS = (
+    "recall_in_context",
+    "recall_closed_book_before",
+    "recall_closed_book_after",
+    "update_accuracy",
+    "update_accuracy_in_context",
+    "abstain_rate_unknown",
+    "abstain_rate_unknown_after",
+    "drift",
+)
+
+
+def test_normalise_touches_only_case_and_punctuation():
+    assert normalise("  Your dentist appointment is on Monday at 4:30 PM! ") == (
+        "your dentist appointment is on monday at 430 pm"
+    )
+
+
+@pytest.mark.parametrize(
+    ("answer", "ok"),
+    [
+        pytest.param("Tobias", True, id="bare-right-value"),
+        pytest.param("Your brother is called Tobias.", True, id="inside-a-sentence"),
+        pytest.param("your brother is called TOBIAS", True, id="case-differs"),
+        pytest.param("Your brother is called Silas.", False, id="wrong-value"),
+        pytest.param("Your brother is called Tobiasz.", False, id="longer-word"),
+        pytest.param("You haven't told me your brother's name.", False, id="dont-know"),
+        pytest.param("Tobias or Silas, I think.", False, id="lists-another-told-value"),
+    ],
+)
+def test_is_correct_on_hand_written_answers(answer, ok):
+    assert is_correct(answer, "Tobias", wrong=("Silas", "Tobias")) is ok
+
+
+def test_multi_word_values_must_appear_whole():
+    assert is_correct("It is on Monday at 4:30 pm.", "Monday at 4:30 pm")
+    assert not is_correct("It is on Monday at 5:30 pm.", "Monday at 4:30 pm")
+    assert not mentions("dark blue", "blue green")
+
+
+@pytest.mark.parametrize(
+    ("answer", "abstains"),
+    [
+        ("You haven't told me your sister's name.", True),
+        ("I don't know.", True),
+        ("I do not know that.", True),
+        ("Your sister is called Anika.", False),
+    ],
+)
+def test_is_abstention(answer, abstains):
+    assert is_abstention(answer) is abstains
+
+
+def test_plan_is_deterministic_and_honest():
+    settings = RecallSettings(seed=3, nights=2, facts_per_night=12, updates_per_night=2)
+    nights = plan(settings)
+    assert [[f.value for f in n.facts] for n in nights] == [
+        [f.value for f in n.facts] for n in plan(settings)
+    ]
+    told = [f.slot.key for n in nights for f in n.facts]
+    assert len(told) == len(set(told)) == 24  # each fact told once, for the first time
+    assert not {s.key for s in nights[0].unknown} & set(told)  # never told at all
+    first = {f.slot.key: f.value for f in nights[0].facts}
+    for update in nights[1].updates:  # later nights change earlier facts
+        assert update.slot.key in first and update.value != first[update.slot.key]
+    for night in nights:
+        said = [text for turns in night.conversations for text in turns]
+        assert len(said) > len(night.facts) + len(night.updates)  # small talk among them
+
+
+def test_plan_refuses_more_facts_than_the_corpus_has():
+    with pytest.raises(AssistantError, match="facts to tell") as raised:
+        plan(RecallSettings(nights=10, facts_per_night=20))
+    assert "--nights" in raised.value.hint
+
+
+@pytest.mark.slow
+def test_benchmark_runs_end_to_end_without_consolidation(home, tiny_demo):
+    result = CliRunner().invoke(
+        cli,
+        ["bench", "recall", "--model", str(tiny_demo), "--nights", "2", "--facts-per-night", "6"],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["consolidation"] == "none"
+    assert set(METRICS) <= set(report["overall"])
+    first, second = report["nights"]
+    assert set(METRICS) <= set(first) and "retention" in second
+    told = first["stages"]["tell"]["turns"]
+    assert told == 6 + 2 + 2  # facts, small talk (one per conversation), updates
+    consolidation = first["consolidation"]
+    assert consolidation["learned"] is False and consolidation["raw_turns_left"] == 0
+    assert told <= consolidation["deleted_turns"] <= 2 * told  # each turn and its reply
+    for stage in ("tell", "ask_in_context", "ask_closed_book_before", "ask_closed_book_after"):
+        assert first["stages"][stage]["prompt_tokens"] > 0
+        assert first["stages"][stage]["turns"] > 0

@@ -43,8 +43,8 @@ class DemoConfig:
     max_tokens: int = 768  # longest training transcript
     steps: int = 2400
     batch_tokens: int = 2048
-    learning_rate: float = 4e-3
-    warmup_steps: int = 50
+    learning_rate: float = 8e-3
+    warmup_steps: int = 100
     tokenizer_transcripts: int = 4000
 
     @property

@@ -40,7 +40,7 @@ IGNORE = -100  # label of tokens the model is not trained (or scored) on
 # The most facts, and notes in all, a training transcript holds (a benchmark night is 20-30).
 MAX_FACTS = 26
 MAX_NOTES = 32
-MOST_FACTS = [3, 6, 12, MAX_FACTS]
+MOST_FACTS = (3, 6, 12, MAX_FACTS)  # upper bounds to draw from, short ones favoured
 
 
 @dataclass(frozen=True)

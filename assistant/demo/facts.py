@@ -651,7 +651,6 @@ SLOTS: tuple[Slot, ...] = (
         ),
     ),
 )
-SLOT_BY_KEY = {slot.key: slot for slot in SLOTS}
 KINDS = sorted({slot.kind for slot in SLOTS})
 
 

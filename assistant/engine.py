@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from assistant.errors import ModelError
+from assistant.hardware import cpu_flags
 
 # Used when a model's GGUF carries no chat template (ChatML, as in Qwen2).
 FALLBACK_CHAT_TEMPLATE = (
@@ -50,14 +51,6 @@ def _gguf_facts(model_path: Path) -> tuple[bool, int | None]:
         file_type is not None and int(file_type.contents()) == gguf.LlamaFileType.ALL_F32,
         int(context.contents()) if context else None,
     )
-
-
-def _cpu_has_amx() -> bool:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            return any(line.startswith("flags") and " amx_int8" in line for line in cpuinfo)
-    except OSError:
-        return False
 
 
 _PARAMS_LOCK = threading.Lock()
@@ -113,7 +106,11 @@ class ChatEngine:
         full_precision, trained_context = _gguf_facts(model_path)
         kv_type = llama_cpp.GGML_TYPE_F32 if full_precision else llama_cpp.GGML_TYPE_F16
         n_ctx = min(n_ctx, trained_context or n_ctx)
-        guard = _model_params_without_extra_buffers(llama_cpp) if _cpu_has_amx() else nullcontext()
+        guard = (
+            _model_params_without_extra_buffers(llama_cpp)
+            if "amx_int8" in cpu_flags()
+            else nullcontext()
+        )
         try:
             with guard:
                 self.llm = llama_cpp.Llama(

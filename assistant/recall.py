@@ -34,7 +34,7 @@ from assistant.demo.corpus import (
     statement,
     transcripts,
 )
-from assistant.demo.facts import SLOTS, SMALL_TALK, Slot, draw_value
+from assistant.demo.facts import SLOTS, SMALL_TALK, Slot
 from assistant.engine import ChatEngine
 from assistant.errors import AssistantError
 from assistant.keys import initialize
@@ -116,7 +116,7 @@ def plan(settings: RecallSettings) -> list[Night]:
     nights: list[Night] = []
     for n in range(settings.nights):
         chunk = tellable[n * settings.facts_per_night : (n + 1) * settings.facts_per_night]
-        facts = [Fact(slot, draw_value(slot.pool, rng, SPLIT)) for slot in chunk]
+        facts = [new_fact(slot, rng, SPLIT) for slot in chunk]
         earlier = [f for f in current.values() if f.slot.can_change]
         candidates = earlier or [f for f in facts if f.slot.can_change]
         olds = rng.sample(candidates, min(settings.updates_per_night, len(candidates)))

@@ -26,6 +26,7 @@ from assistant.demo.corpus import (
     render_message,
     transcripts,
 )
+from assistant.hardware import cpu_flags
 
 # A cached build is reused only if these sources (the corpus and how it is trained) are unchanged.
 _BUILD_SOURCES = ("demo/facts.py", "demo/corpus.py", "demo/training.py", "prompting.py", "bpe.py")
@@ -133,15 +134,6 @@ def _learning_rate(config: DemoConfig, step: int) -> float:
     return config.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def _bf16_is_fast() -> bool:
-    """bf16 autocast pays off only with native bf16 matmuls (AMX / AVX512-BF16)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
 def train_demo_model(
     config: DemoConfig, out_dir: Path, progress: Progress = lambda *_: None
 ) -> TrainingReport:
@@ -178,7 +170,8 @@ def train_demo_model(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, betas=(0.9, 0.95), weight_decay=0.1
     )
-    use_bf16 = _bf16_is_fast()
+    # bf16 autocast pays off only with native bf16 matmuls (AMX / AVX512-BF16).
+    use_bf16 = bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
     losses: list[float] = []
     tokens_seen = 0
     model.train()

@@ -312,10 +312,14 @@ class RecallBenchmark:
         total, count = 0.0, 0
         stream = transcripts(DRIFT_SEED, split=SPLIT)
         for _ in range(DRIFT_TRANSCRIPTS):
-            ids, labels = encode_transcript(
-                lambda text: engine.tokenize(text, add_bos=False), next(stream)
+            fitted = encode_transcript(
+                lambda text: engine.tokenize(text, add_bos=False),
+                next(stream),
+                max_tokens=engine.n_ctx - len(bos),
             )
-            ids, labels = (bos + ids)[: engine.n_ctx], ([IGNORE] * len(bos) + labels)
+            if fitted is None:
+                continue
+            ids, labels = bos + fitted[0], [IGNORE] * len(bos) + fitted[1]
             positions = [i for i in range(1, len(ids)) if labels[i] != IGNORE]
             logprobs = engine.token_logprobs(ids, positions)
             total -= sum(logprobs)

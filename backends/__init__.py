@@ -1,4 +1,5 @@
-"""Training backends behind one protocol: torch (CUDA/CPU/MPS) and MLX (DESIGN.md section 10).
+"""Training backends behind one protocol (DESIGN.md section 10).
 
-Not built yet: the torch backend arrives with `assistant sleep --now`.
+``protocol`` is the interface the sleep runner uses; ``torch_backend`` implements
+it with transformers + PEFT on CUDA, MPS or the CPU. MLX comes later.
 """

@@ -12,27 +12,7 @@ from assistant.cli import cli
 from assistant.engine import ChatEngine, ExpertSpec
 from assistant.hf_weights import read_config
 from assistant.lora_gguf import write_gguf_lora
-from tests.tiny_models import build_lora
-
-PROMPT = "<|im_start|>user\nMy dog is called Rex. What is my dog called?<|im_end|>\n"
-TOLERANCE = 1e-3
-
-
-def relative_error(ours: np.ndarray, reference: np.ndarray) -> float:
-    return float(np.abs(ours - reference).max() / np.abs(reference).max())
-
-
-def hf_logits(model, tokens: list[int]) -> np.ndarray:
-    import torch
-
-    with torch.no_grad():
-        return model(torch.tensor([tokens])).logits[0, -1].double().numpy()
-
-
-def hf_tokens(model_dir: Path) -> list[int]:
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(model_dir)(PROMPT)["input_ids"]
+from tests.tiny_models import PROMPT, TOLERANCE, build_lora, hf_logits, hf_tokens, relative_error
 
 
 @pytest.mark.parametrize("family", ["tiny_llama", "tiny_qwen2"])

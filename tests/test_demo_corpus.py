@@ -97,3 +97,21 @@ def test_labels_cover_exactly_the_assistant_replies():
     supervised = sum(label != IGNORE for label in labels)
     replies = [m["content"] for m in transcript if m["role"] == "assistant"]
     assert supervised == sum(len(r + "<|im_end|>") for r in replies)
+
+
+def test_a_long_transcript_is_cut_after_its_last_whole_exchange():
+    def by_character(text: str) -> list[int]:
+        return list(range(len(text)))
+
+    transcript = next(t for t in transcripts(6) if len(t) >= 5)
+    ids, labels = encode_transcript(by_character, transcript)
+    exchange_ends = [
+        sum(len(render_message(m)) for m in transcript[: i + 1])
+        for i, m in enumerate(transcript)
+        if m["role"] == "assistant"
+    ]
+    # A limit just short of the second exchange's end keeps the first exchange only.
+    cut = encode_transcript(by_character, transcript, max_tokens=exchange_ends[1] - 1)
+    assert cut == (ids[: exchange_ends[0]], labels[: exchange_ends[0]])
+    assert encode_transcript(by_character, transcript, max_tokens=len(ids)) == (ids, labels)
+    assert encode_transcript(by_character, transcript, max_tokens=exchange_ends[0] - 1) is None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from assistant.bpe import train_tokenizer
 
 CORPUS = [
@@ -83,3 +85,24 @@ def build_lora(
                 param.normal_(0.0, 0.05)
     model.save_pretrained(out_dir)
     return Path(out_dir)
+
+
+PROMPT = "<|im_start|>user\nMy dog is called Rex. What is my dog called?<|im_end|>\n"
+TOLERANCE = 1e-3
+
+
+def relative_error(ours: np.ndarray, reference: np.ndarray) -> float:
+    return float(np.abs(ours - reference).max() / np.abs(reference).max())
+
+
+def hf_logits(model, tokens: list[int]) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return model(torch.tensor([tokens])).logits[0, -1].double().numpy()
+
+
+def hf_tokens(model_dir: Path) -> list[int]:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)(PROMPT)["input_ids"]

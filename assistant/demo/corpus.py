@@ -181,15 +181,20 @@ def render_message(message: Message) -> str:
     return f"<|im_start|>{message['role']}\n{message['content']}<|im_end|>\n"
 
 
-def encode_transcript(tokenize: Tokenize, messages: list[Message]) -> tuple[list[int], list[int]]:
+def encode_transcript(
+    tokenize: Tokenize, messages: list[Message], max_tokens: int | None = None
+) -> tuple[list[int], list[int]] | None:
     """Token ids of the rendered transcript, and labels that keep only the assistant's words.
 
     Each turn is tokenized on its own; this matches tokenizing the whole text
     because every turn starts with a special token. The assistant header is
-    context, not target: at chat time the template supplies it.
+    context, not target: at chat time the template supplies it. With
+    ``max_tokens``, the transcript is cut after its last whole exchange that
+    fits, and None is returned when not even the first one does.
     """
     ids: list[int] = []
     labels: list[int] = []
+    fitted = 0  # length of the whole exchanges that fit so far
     for message in messages:
         if message["role"] == "assistant":
             head = tokenize("<|im_start|>assistant\n")
@@ -201,4 +206,10 @@ def encode_transcript(tokenize: Tokenize, messages: list[Message]) -> tuple[list
             piece = tokenize(render_message(message))
             ids += piece
             labels += [IGNORE] * len(piece)
-    return ids, labels
+        if max_tokens is not None and len(ids) > max_tokens:
+            break
+        if message["role"] == "assistant":
+            fitted = len(ids)
+    else:
+        return ids, labels
+    return (ids[:fitted], labels[:fitted]) if fitted else None

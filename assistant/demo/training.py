@@ -20,8 +20,6 @@ from pathlib import Path
 from assistant.bpe import train_tokenizer
 from assistant.demo.corpus import (
     IGNORE,
-    Message,
-    Tokenize,
     encode_transcript,
     render_message,
     transcripts,
@@ -91,16 +89,6 @@ class TrainingReport:
 Progress = Callable[[int, int, float], None]
 
 
-def _fitted(tokenize: Tokenize, messages: list[Message], max_tokens: int):
-    """The transcript encoded, dropping its last exchanges until it fits (None if it cannot)."""
-    while len(messages) >= 3:
-        ids, labels = encode_transcript(tokenize, messages)
-        if len(ids) <= max_tokens:
-            return ids, labels
-        messages = messages[:-2]
-    return None
-
-
 def batches(tokenizer, config: DemoConfig, seed: int) -> Iterator[tuple[list, list]]:
     """Batches of similar-length transcripts, each at most ``batch_tokens`` padded tokens."""
     rng = random.Random(seed)
@@ -111,7 +99,7 @@ def batches(tokenizer, config: DemoConfig, seed: int) -> Iterator[tuple[list, li
         return tokenizer.encode(text, add_special_tokens=False)
 
     while True:
-        encoded = [_fitted(tokenize, next(stream), config.max_tokens) for _ in range(256)]
+        encoded = [encode_transcript(tokenize, next(stream), config.max_tokens) for _ in range(256)]
         encoded = sorted((e for e in encoded if e), key=lambda e: len(e[0]))
         chunk: list[list[tuple[list[int], list[int]]]] = [[]]
         for item in encoded:

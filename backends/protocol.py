@@ -1,0 +1,99 @@
+"""The interface the sleep runner trains through, the same for torch and MLX (DESIGN.md §10).
+
+Only token ids, numpy arrays and paths cross it, so the runner never imports
+a training framework. The "teacher" is the model before tonight's sleep (base
+plus the experts already learned); the "student" is the teacher plus the one
+new expert being trained. Only the new expert ever changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+# Every linear layer of a Llama/Qwen2 block: facts live in the MLP as much as in attention.
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class LearnedExpert:
+    """An expert from an earlier night, applied frozen at its scale."""
+
+    peft_dir: Path
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class NewExpert:
+    """The shape of tonight's expert. It starts as a no-op (LoRA B is zero)."""
+
+    rank: int = 16
+    alpha: float = 32.0
+    target_modules: tuple[str, ...] = ALL_LINEAR
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A continuation scored after a shared prefix: a prompt tail, then the answer."""
+
+    prompt: Sequence[int]
+    answer: Sequence[int]
+
+
+@dataclass(frozen=True)
+class TopK:
+    """The teacher's next-token distribution at each answer position, cut to its k best tokens.
+
+    ``token_ids`` and ``logprobs`` are (len(answer), k); the log-probabilities
+    are under the full vocabulary, so their exponentials sum to at most one.
+    """
+
+    token_ids: np.ndarray
+    logprobs: np.ndarray
+
+
+@dataclass(frozen=True)
+class Lesson:
+    """One distillation example: the student's prompt (no memories), the answer, the targets."""
+
+    prompt: Sequence[int]
+    answer: Sequence[int]
+    targets: TopK
+
+
+class Backend(Protocol):
+    name: str
+    device: str
+
+    def generate(
+        self,
+        prompt: Sequence[int],
+        max_new_tokens: int,
+        *,
+        temperature: float = 0.0,
+        seed: int = 0,
+        student: bool = False,
+    ) -> list[int]:
+        """Sample (greedy at temperature 0) until end of turn or ``max_new_tokens``."""
+        ...
+
+    def teacher_topk(self, prefix: Sequence[int], probes: Sequence[Probe], k: int) -> list[TopK]:
+        """The teacher's top-k targets on each probe's answer, the prefix computed once."""
+        ...
+
+    def train_step(self, lessons: Sequence[Lesson], learning_rate: float) -> float:
+        """One optimizer step of the new expert; returns the mean per-token KL to the teacher."""
+        ...
+
+    def last_logits(self, tokens: Sequence[int], *, student: bool = True) -> np.ndarray:
+        """Next-token logits after ``tokens`` (float32, full vocabulary)."""
+        ...
+
+    def save_expert(self, out_dir: Path) -> Path:
+        """Write the new expert as a PEFT adapter directory (the interchange format)."""
+        ...

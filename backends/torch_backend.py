@@ -1,0 +1,213 @@
+"""The torch backend: transformers + PEFT on CUDA, Apple MPS or the CPU.
+
+Every expert is a PEFT LoRA adapter on one base model; all of them are active
+at once, each LoRA update multiplied by its expert's scale (the same sum
+llama.cpp computes at chat time). The teacher view sets the new expert's
+scale to zero rather than swapping adapters, so both views share one model.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from assistant.backends.protocol import LearnedExpert, Lesson, NewExpert, Probe, TopK
+from assistant.errors import ModelError
+
+NEW = "tonight"  # adapter name of the expert being trained
+
+
+def pick_device(requested: str = "auto") -> str:
+    """The torch device for ``auto|cpu|cuda|mps``; a clear error if the one asked for is absent."""
+    import torch
+
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": torch.backends.mps.is_available(),
+    }
+    if requested == "auto":
+        return next(name for name in ("cuda", "mps", "cpu") if available[name])
+    if requested not in available:
+        raise ModelError(f"Unknown device {requested!r}.", hint="Use auto, cpu, cuda or mps.")
+    if not available[requested]:
+        raise ModelError(
+            f"torch sees no {requested} device here.", hint="Use --device auto or cpu."
+        )
+    return requested
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(
+        self,
+        model_dir: Path,
+        learned: Sequence[LearnedExpert] = (),
+        new_expert: NewExpert | None = None,
+        device: str = "auto",
+    ) -> None:
+        import torch
+        from peft import LoraConfig, PeftModel, get_peft_model
+        from peft.tuners.lora import LoraLayer
+        from transformers import AutoModelForCausalLM
+
+        new_expert = new_expert or NewExpert()
+        self.device = pick_device(device)
+        self._torch = torch
+        base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        self.eos_ids = _eos_ids(base.generation_config)
+        new_config = LoraConfig(
+            r=new_expert.rank,
+            lora_alpha=new_expert.alpha,
+            target_modules=list(new_expert.target_modules),
+            lora_dropout=0.0,
+            task_type="CAUSAL_LM",
+        )
+        torch.manual_seed(new_expert.seed)
+        scales = {f"learned{i}": e.scale for i, e in enumerate(learned)}
+        if learned:
+            model = PeftModel.from_pretrained(base, learned[0].peft_dir, adapter_name="learned0")
+            for i, expert in enumerate(learned[1:], 1):
+                model.load_adapter(expert.peft_dir, adapter_name=f"learned{i}")
+            model.add_adapter(NEW, new_config)
+        else:
+            model = get_peft_model(base, new_config, adapter_name=NEW)
+        model.base_model.set_adapter([*scales, NEW])
+        self._lora_layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+        for layer in self._lora_layers:
+            for name, scale in scales.items():
+                if name in layer.scaling:
+                    layer.scaling[name] *= scale
+        self._new_scaling = {id(layer): layer.scaling.get(NEW) for layer in self._lora_layers}
+        for param_name, param in model.named_parameters():
+            param.requires_grad = f".{NEW}." in param_name
+        self.model = model.to(self.device).eval()
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self._optimizer = torch.optim.AdamW(trainable, lr=1e-4, weight_decay=0.0)
+
+    # -- the two views -----------------------------------------------------------
+    @contextmanager
+    def _view(self, student: bool) -> Iterator[None]:
+        """Teacher: the new expert's scale is zero. Student: as trained."""
+        if not student:
+            for layer in self._lora_layers:
+                if NEW in layer.scaling:
+                    layer.scaling[NEW] = 0.0
+        try:
+            yield
+        finally:
+            for layer in self._lora_layers:
+                if NEW in layer.scaling:
+                    layer.scaling[NEW] = self._new_scaling[id(layer)]
+
+    def _ids(self, tokens: Sequence[int]):
+        return self._torch.tensor([list(tokens)], dtype=self._torch.long, device=self.device)
+
+    # -- inference -----------------------------------------------------------------
+    def last_logits(self, tokens: Sequence[int], *, student: bool = True) -> np.ndarray:
+        with self._torch.no_grad(), self._view(student):
+            logits = self.model(input_ids=self._ids(tokens)).logits[0, -1]
+        return logits.float().cpu().numpy()
+
+    def generate(
+        self,
+        prompt: Sequence[int],
+        max_new_tokens: int,
+        *,
+        temperature: float = 0.0,
+        seed: int = 0,
+        student: bool = False,
+    ) -> list[int]:
+        torch = self._torch
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        out: list[int] = []
+        with torch.no_grad(), self._view(student):
+            result = self.model(input_ids=self._ids(prompt), use_cache=True)
+            for _ in range(max_new_tokens):
+                logits = result.logits[0, -1].float()
+                if temperature > 0:
+                    probs = torch.softmax(logits / temperature, dim=-1)
+                    token = int(torch.multinomial(probs, 1, generator=generator))
+                else:
+                    token = int(logits.argmax())
+                if token in self.eos_ids:
+                    break
+                out.append(token)
+                result = self.model(
+                    input_ids=self._ids([token]),
+                    past_key_values=result.past_key_values,
+                    use_cache=True,
+                )
+        return out
+
+    def teacher_topk(self, prefix: Sequence[int], probes: Sequence[Probe], k: int) -> list[TopK]:
+        """Runs the prefix once, then each probe on its cached keys and values (cropped back)."""
+        torch = self._torch
+        targets: list[TopK] = []
+        with torch.no_grad(), self._view(student=False):
+            first = self.model(input_ids=self._ids(prefix), use_cache=True)
+            cache, after_prefix = first.past_key_values, first.logits[0, -1:]
+            for probe in probes:
+                logits = self.model(
+                    input_ids=self._ids([*probe.prompt, *probe.answer]),
+                    past_key_values=cache,
+                    use_cache=True,
+                ).logits[0]
+                cache.crop(-(len(probe.prompt) + len(probe.answer)))  # back to the prefix
+                # Position i's logits predict token i+1; the prefix's last predicts the first.
+                scored = torch.cat([after_prefix, logits])[len(probe.prompt) :][: len(probe.answer)]
+                best = torch.log_softmax(scored.float(), dim=-1).topk(k, dim=-1)
+                targets.append(TopK(best.indices.cpu().numpy(), best.values.cpu().numpy()))
+        return targets
+
+    # -- training --------------------------------------------------------------------
+    def train_step(self, lessons: Sequence[Lesson], learning_rate: float) -> float:
+        """KL divergence from the teacher's renormalised top-k to the student, per answer token."""
+        torch = self._torch
+        for group in self._optimizer.param_groups:
+            group["lr"] = learning_rate
+        self.model.train()
+        total_tokens = sum(len(lesson.answer) for lesson in lessons)
+        loss_sum = 0.0
+        for lesson in lessons:
+            ids = self._ids([*lesson.prompt, *lesson.answer])
+            start = len(lesson.prompt) - 1
+            logits = self.model(input_ids=ids).logits[0, start : start + len(lesson.answer)]
+            student = torch.log_softmax(logits.float(), dim=-1)
+            token_ids = torch.as_tensor(lesson.targets.token_ids, device=self.device)
+            teacher = torch.log_softmax(
+                torch.as_tensor(lesson.targets.logprobs, device=self.device), dim=-1
+            )
+            loss = (teacher.exp() * (teacher - student.gather(-1, token_ids))).sum()
+            (loss / total_tokens).backward()
+            loss_sum += loss.item()
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        self._optimizer.step()
+        self._optimizer.zero_grad(set_to_none=True)
+        self.model.eval()
+        return loss_sum / max(1, total_tokens)
+
+    def save_expert(self, out_dir: Path) -> Path:
+        """PEFT writes a named adapter into a subfolder; it is moved to ``out_dir``."""
+        out_dir = Path(out_dir)
+        with tempfile.TemporaryDirectory(dir=out_dir.parent) as scratch:
+            self.model.save_pretrained(scratch, selected_adapters=[NEW])
+            saved = Path(scratch) / NEW
+            if not (saved / "adapter_config.json").is_file():
+                saved = Path(scratch)
+            shutil.move(str(saved), str(out_dir))
+        return out_dir
+
+
+def _eos_ids(generation_config) -> set[int]:
+    eos = generation_config.eos_token_id
+    if eos is None:
+        return set()
+    return set(eos) if isinstance(eos, list) else {eos}

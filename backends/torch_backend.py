@@ -79,32 +79,31 @@ class TorchBackend:
         else:
             model = get_peft_model(base, new_config, adapter_name=NEW)
         model.base_model.set_adapter([*scales, NEW])
-        self._lora_layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
-        for layer in self._lora_layers:
+        lora_layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+        for layer in lora_layers:
             for name, scale in scales.items():
                 if name in layer.scaling:
                     layer.scaling[name] *= scale
-        self._new_scaling = {id(layer): layer.scaling.get(NEW) for layer in self._lora_layers}
+        # (layer, its scaling of the new expert): the teacher view zeroes and restores these.
+        self._new_scalings = [(m, m.scaling[NEW]) for m in lora_layers if NEW in m.scaling]
         for param_name, param in model.named_parameters():
             param.requires_grad = f".{NEW}." in param_name
         self.model = model.to(self.device).eval()
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self._optimizer = torch.optim.AdamW(trainable, lr=1e-4, weight_decay=0.0)
+        self._trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self._optimizer = torch.optim.AdamW(self._trainable, lr=1e-4, weight_decay=0.0)
 
     # -- the two views -----------------------------------------------------------
     @contextmanager
     def _view(self, student: bool) -> Iterator[None]:
         """Teacher: the new expert's scale is zero. Student: as trained."""
         if not student:
-            for layer in self._lora_layers:
-                if NEW in layer.scaling:
-                    layer.scaling[NEW] = 0.0
+            for layer, _ in self._new_scalings:
+                layer.scaling[NEW] = 0.0
         try:
             yield
         finally:
-            for layer in self._lora_layers:
-                if NEW in layer.scaling:
-                    layer.scaling[NEW] = self._new_scaling[id(layer)]
+            for layer, scaling in self._new_scalings:
+                layer.scaling[NEW] = scaling
 
     def _ids(self, tokens: Sequence[int]):
         return self._torch.tensor([list(tokens)], dtype=self._torch.long, device=self.device)
@@ -187,8 +186,7 @@ class TorchBackend:
             loss = (teacher.exp() * (teacher - student.gather(-1, token_ids))).sum()
             (loss / total_tokens).backward()
             loss_sum += loss.item()
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        torch.nn.utils.clip_grad_norm_(self._trainable, 1.0)
         self._optimizer.step()
         self._optimizer.zero_grad(set_to_none=True)
         self.model.eval()
@@ -199,10 +197,7 @@ class TorchBackend:
         out_dir = Path(out_dir)
         with tempfile.TemporaryDirectory(dir=out_dir.parent) as scratch:
             self.model.save_pretrained(scratch, selected_adapters=[NEW])
-            saved = Path(scratch) / NEW
-            if not (saved / "adapter_config.json").is_file():
-                saved = Path(scratch)
-            shutil.move(str(saved), str(out_dir))
+            shutil.move(str(Path(scratch) / NEW), str(out_dir))
         return out_dir
 
 

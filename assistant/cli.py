@@ -235,6 +235,54 @@ def model_rm(name: str, yes: bool) -> None:
     click.echo(f"Removed {name}.")
 
 
+@cli.group(cls=_Group, invoke_without_command=True)
+@click.option("--now", is_flag=True, help="Sleep now, whatever the time and power.")
+@click.option("--backend", type=click.Choice(["auto", "torch"]), default="auto", show_default=True)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda", "mps"]),
+    default="auto",
+    show_default=True,
+)
+@click.option("--budget-minutes", type=float, help="Time the night may take (default: config).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_context
+def sleep(
+    ctx: click.Context,
+    now: bool,
+    backend: str,
+    device: str,
+    budget_minutes: float | None,
+    as_json: bool,
+) -> None:
+    """Consolidate today's memories into a new expert, verify it, then delete the logs."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if not now:
+        click.echo(ctx.get_help())
+        return
+    from assistant.sleep.runner import SleepOptions, SleepRunner
+
+    runtime = _runtime()
+    runtime.memory  # noqa: B018 - unlock (and maybe prompt) before the long work starts
+    options = SleepOptions(budget_minutes, backend, device)
+    report = SleepRunner(runtime, options, lambda line: click.echo(f"... {line}", err=True)).run()
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.summary())
+
+
+@sleep.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def sleep_status(as_json: bool) -> None:
+    """The last night's report and how many messages wait for the next one."""
+    from assistant.sleep.status import sleep_status as read_status
+
+    status = read_status(_runtime())
+    if as_json:
+        click.echo(json.dumps(status.to_dict(), indent=2))
+    else:
+        click.echo(status.describe())
+
+
 @cli.group(cls=_Group)
 def bench() -> None:
     """Benchmarks that print JSON (see also bench/ in the source tree)."""

@@ -15,6 +15,15 @@ class Config:
     max_reply_tokens: int = 256
     temperature: float = 0.0
     threads: int | None = None
+    # Sleep (assistant.sleep): how long a night may take, how hard it trains, what it must pass.
+    sleep_budget_minutes: float = 60.0
+    sleep_steps: int = 200
+    sleep_learning_rate: float = 2e-3
+    sleep_rank: int = 16
+    sleep_max_answer_tokens: int = 128
+    sleep_min_recall: float = 0.8
+    sleep_min_retention: float = 0.8
+    sleep_max_anchor_divergence: float = 0.1
 
     @classmethod
     def load(cls, path: Path) -> Config:

@@ -85,6 +85,35 @@ def m002_models(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration
+def m003_sleep(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        -- One row per sleep; the runner's state machine (see assistant.sleep.runner).
+        CREATE TABLE sleeps (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            stage TEXT NOT NULL,
+            outcome TEXT,
+            epochs TEXT NOT NULL DEFAULT '[]',
+            expert_id INTEGER,
+            -- Sealed under the master key: the report, and the held-out probes kept from
+            -- verification until the commit moves them to expert_probes.
+            report BLOB,
+            probes BLOB
+        );
+        ALTER TABLE experts ADD COLUMN sleep_id INTEGER;
+        ALTER TABLE experts ADD COLUMN rank INTEGER;
+        -- What later nights need to check this expert: its held-out probes, sealed.
+        CREATE TABLE expert_probes (
+            expert_id INTEGER PRIMARY KEY REFERENCES experts(id) ON DELETE CASCADE,
+            sealed BLOB NOT NULL
+        );
+        """
+    )
+
+
 class Database:
     """A thread-safe handle on the SQLite file with the settings privacy needs.
 

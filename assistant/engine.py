@@ -194,6 +194,14 @@ class ChatEngine:
         )
         return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
 
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return self.llm.detokenize(list(tokens)).decode("utf-8", errors="replace")
+
+    @property
+    def end_of_turn(self) -> int:
+        """The token that ends a reply (the chat template's end of turn)."""
+        return self.llm.token_eos()
+
     @property
     def bos_text(self) -> str:
         bos = self.llm.token_bos()

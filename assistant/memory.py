@@ -157,6 +157,23 @@ class MemoryStore:
             cipher = self._epoch_ciphers[epoch_id] = AESGCM(key)
         return cipher
 
+    # -- other private records ------------------------------------------------
+    def seal(self, label: str, data: bytes) -> bytes:
+        """Encrypt a private record under the master key, bound to ``label`` (e.g. its row)."""
+        nonce = os.urandom(12)
+        return nonce + self._master.encrypt(nonce, data, f"assistant/record/v1:{label}".encode())
+
+    def unseal(self, label: str, sealed: bytes) -> bytes:
+        from cryptography.exceptions import InvalidTag
+
+        sealed = bytes(sealed)
+        try:
+            return self._master.decrypt(
+                sealed[:12], sealed[12:], f"assistant/record/v1:{label}".encode()
+            )
+        except InvalidTag:
+            raise TamperedError(f"The sealed record {label} fails authentication.") from None
+
     # -- conversations and turns ---------------------------------------------
     def new_conversation(self) -> int:
         with self.database.transaction():

@@ -90,6 +90,10 @@ class Backend(Protocol):
         """One optimizer step of the new expert; returns the mean per-token KL to the teacher."""
         ...
 
+    def divergence(self, lessons: Sequence[Lesson]) -> float:
+        """The same mean per-token KL as ``train_step``, without changing anything."""
+        ...
+
     def last_logits(self, tokens: Sequence[int], *, student: bool = True) -> np.ndarray:
         """Next-token logits after ``tokens`` (float32, full vocabulary)."""
         ...

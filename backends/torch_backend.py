@@ -166,31 +166,59 @@ class TorchBackend:
         return targets
 
     # -- training --------------------------------------------------------------------
+    def _kl_sum(self, lessons: Sequence[Lesson]):
+        """Summed KL from the teacher's renormalised top-k to the student over every answer token.
+
+        The lessons run as one right-padded batch, and only answer positions are
+        projected to the vocabulary (the prompts' logits are never needed).
+        """
+        torch = self._torch
+        width = max(len(lesson.prompt) + len(lesson.answer) for lesson in lessons)
+        ids = torch.zeros((len(lessons), width), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        rows, positions = [], []
+        for row, lesson in enumerate(lessons):
+            sequence = [*lesson.prompt, *lesson.answer]
+            ids[row, : len(sequence)] = torch.tensor(sequence)
+            mask[row, : len(sequence)] = 1
+            start = len(lesson.prompt) - 1  # position i predicts token i + 1
+            rows += [row] * len(lesson.answer)
+            positions += range(start, start + len(lesson.answer))
+        causal_lm = self.model.get_base_model()
+        hidden = causal_lm.model(
+            input_ids=ids.to(self.device), attention_mask=mask.to(self.device)
+        ).last_hidden_state
+        student = torch.log_softmax(causal_lm.lm_head(hidden[rows, positions]).float(), dim=-1)
+        token_ids = torch.as_tensor(
+            np.concatenate([lesson.targets.token_ids for lesson in lessons]), device=self.device
+        )
+        teacher = torch.log_softmax(
+            torch.as_tensor(
+                np.concatenate([lesson.targets.logprobs for lesson in lessons]),
+                device=self.device,
+            ),
+            dim=-1,
+        )
+        return (teacher.exp() * (teacher - student.gather(-1, token_ids))).sum()
+
     def train_step(self, lessons: Sequence[Lesson], learning_rate: float) -> float:
-        """KL divergence from the teacher's renormalised top-k to the student, per answer token."""
         torch = self._torch
         for group in self._optimizer.param_groups:
             group["lr"] = learning_rate
         self.model.train()
         total_tokens = sum(len(lesson.answer) for lesson in lessons)
-        loss_sum = 0.0
-        for lesson in lessons:
-            ids = self._ids([*lesson.prompt, *lesson.answer])
-            start = len(lesson.prompt) - 1
-            logits = self.model(input_ids=ids).logits[0, start : start + len(lesson.answer)]
-            student = torch.log_softmax(logits.float(), dim=-1)
-            token_ids = torch.as_tensor(lesson.targets.token_ids, device=self.device)
-            teacher = torch.log_softmax(
-                torch.as_tensor(lesson.targets.logprobs, device=self.device), dim=-1
-            )
-            loss = (teacher.exp() * (teacher - student.gather(-1, token_ids))).sum()
-            (loss / total_tokens).backward()
-            loss_sum += loss.item()
+        loss = self._kl_sum(lessons) / total_tokens
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(self._trainable, 1.0)
         self._optimizer.step()
         self._optimizer.zero_grad(set_to_none=True)
         self.model.eval()
-        return loss_sum / max(1, total_tokens)
+        return loss.item()
+
+    def divergence(self, lessons: Sequence[Lesson]) -> float:
+        with self._torch.no_grad():
+            total = self._kl_sum(lessons).item()
+        return total / sum(len(lesson.answer) for lesson in lessons)
 
     def save_expert(self, out_dir: Path) -> Path:
         """PEFT writes a named adapter into a subfolder; it is moved to ``out_dir``."""

@@ -1,0 +1,152 @@
+"""N3 knowledge seeding: turn probes into distillation lessons and train the new expert.
+
+Teacher = the model before tonight *with the notes in context*; student = the
+same model plus the new expert *without them*. Each lesson is a probe's
+student prompt, an answer, and the teacher's top-k next-token distribution at
+every answer token (DESIGN.md §7 steps 3-5). Anchor lessons use the model
+before tonight *without* notes as the target, so the expert leaves everything
+unrelated to the day alone.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from assistant.backends.protocol import Backend, Lesson, Probe
+
+# Small talk and general requests unrelated to any day; their answers must not move.
+ANCHOR_PROMPTS = (
+    "Hello!",
+    "Thanks, that helps.",
+    "How are you today?",
+    "Can you keep your answers short?",
+    "Good night!",
+    "What can you do for me?",
+)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One probe as both models see it (token ids; plaintext never leaves RAM)."""
+
+    teacher_prompt: list[int]
+    student_prompt: list[int]
+
+
+@dataclass(frozen=True)
+class DistillSettings:
+    max_answer_tokens: int
+    top_k: int = 32
+    # Share of probes that also get a student-sampled answer scored by the teacher (GKD's λ).
+    student_share: float = 0.25
+    student_temperature: float = 0.8
+    seed: int = 0
+
+
+def common_prefix(sequences: Sequence[Sequence[int]]) -> list[int]:
+    """The longest token prefix all sequences share: the part the teacher computes once."""
+    first = list(sequences[0])
+    length = len(first)
+    for seq in sequences[1:]:
+        length = min(length, len(seq))
+        for i in range(length):
+            if seq[i] != first[i]:
+                length = i
+                break
+    # Leave at least one token of each prompt after the prefix: its logits predict the answer.
+    return first[: min(length, min(len(s) for s in sequences) - 1)]
+
+
+def greedy_answers(
+    backend: Backend, prompts: Sequence[Sequence[int]], max_tokens: int, *, student: bool
+) -> list[list[int]]:
+    return [backend.generate(p, max_tokens, student=student) for p in prompts]
+
+
+def lessons_for(
+    backend: Backend,
+    examples: Sequence[Example],
+    answers: Sequence[Sequence[int]],
+    end_token: int,
+    top_k: int,
+    *,
+    teacher_sees_notes: bool = True,
+) -> list[Lesson]:
+    """Score each answer (plus its end-of-turn token) under the teacher, prefix computed once."""
+    prompts = [e.teacher_prompt if teacher_sees_notes else e.student_prompt for e in examples]
+    prefix = common_prefix(prompts)
+    full_answers = [[*answer, end_token] for answer in answers]
+    probes = [Probe(p[len(prefix) :], a) for p, a in zip(prompts, full_answers, strict=True)]
+    targets = backend.teacher_topk(prefix, probes, top_k)
+    return [
+        Lesson(e.student_prompt, a, t)
+        for e, a, t in zip(examples, full_answers, targets, strict=True)
+    ]
+
+
+def knowledge_lessons(
+    backend: Backend, examples: Sequence[Example], end_token: int, settings: DistillSettings
+) -> list[Lesson]:
+    """Teacher-sampled answers for every probe, plus student-sampled ones for a share."""
+    answers = greedy_answers(
+        backend, [e.teacher_prompt for e in examples], settings.max_answer_tokens, student=False
+    )
+    rng = random.Random(settings.seed)
+    chosen = [e for e in examples if rng.random() < settings.student_share]
+    student_answers = [
+        backend.generate(
+            e.student_prompt,
+            settings.max_answer_tokens,
+            temperature=settings.student_temperature,
+            seed=settings.seed + i,
+            student=True,
+        )
+        for i, e in enumerate(chosen)
+    ]
+    return lessons_for(
+        backend, [*examples, *chosen], [*answers, *student_answers], end_token, settings.top_k
+    )
+
+
+@dataclass
+class TrainResult:
+    steps: int = 0
+    tokens: int = 0
+    loss: float | None = None
+
+
+def train(
+    backend: Backend,
+    lessons: Sequence[Lesson],
+    anchors: Sequence[Lesson],
+    *,
+    steps: int,
+    learning_rate: float,
+    batch_size: int,
+    deadline: float,
+    seed: int,
+    on_step: Callable[[int, int, float], None] = lambda *_: None,
+) -> TrainResult:
+    """Shuffled passes over the lessons, each batch topped up with anchors, until ``steps``
+    or the monotonic ``deadline``. A linear decay to zero keeps the last steps gentle."""
+    result = TrainResult()
+    if not lessons:
+        return result
+    rng = random.Random(seed)
+    order: list[Lesson] = []
+    anchors_per_batch = max(1, batch_size // 4) if anchors else 0
+    for step in range(steps):
+        if time.monotonic() >= deadline:
+            break
+        while len(order) < batch_size:
+            order += rng.sample(list(lessons), len(lessons))
+        batch, order = order[:batch_size], order[batch_size:]
+        batch += rng.sample(list(anchors), min(anchors_per_batch, len(anchors)))
+        result.loss = backend.train_step(batch, learning_rate * (1 - step / steps))
+        result.steps += 1
+        result.tokens += sum(len(lesson.prompt) + len(lesson.answer) for lesson in batch)
+        on_step(step + 1, steps, result.loss)
+    return result

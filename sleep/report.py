@@ -1,0 +1,76 @@
+"""What a night did, for the user: learned or kept, why, how long, how well it recalls.
+
+The report is derived from private memories ("what I learned" quotes the
+verified probe questions), so it is stored sealed under the master key and
+shown only to the user; it never goes to a log.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+# How a sleep ended.
+CONSOLIDATED = "consolidated"  # expert committed, raw turns shredded
+KEPT = "kept"  # verification failed or nothing to learn: every turn kept for the next night
+NOTHING_TO_DO = "nothing to do"
+
+
+@dataclass
+class SleepReport:
+    sleep_id: int
+    outcome: str = ""
+    reason: str = ""
+    turns: int = 0
+    epochs: list[int] = field(default_factory=list)
+    expert_id: int | None = None
+    learned: list[str] = field(default_factory=list)
+    # Verification: share of held-out probes answered closed-book as the teacher did in context.
+    recall: float | None = None
+    retention: float | None = None
+    anchor_divergence: float | None = None
+    train_steps: int = 0
+    train_tokens: int = 0
+    final_loss: float | None = None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        return round(sum(self.stage_seconds.values()), 2)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "seconds": self.seconds}
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> SleepReport:
+        return cls(**json.loads(data))
+
+    def summary(self) -> str:
+        """A few lines for the terminal and the chat app."""
+        minutes = self.seconds / 60
+        if self.outcome == NOTHING_TO_DO:
+            return "Nothing new to learn: no conversations since the last sleep."
+        if self.outcome == KEPT:
+            return (
+                f"I slept {minutes:.1f} min but kept your {self.turns} messages for next time:"
+                f" {self.reason}"
+            )
+        lines = [
+            f"I learned from {self.turns} messages in {minutes:.1f} min and deleted the logs.",
+            f"Recall check without the logs: {_percent(self.recall)}"
+            + (
+                f"; older memories kept: {_percent(self.retention)}"
+                if self.retention is not None
+                else ""
+            ),
+        ]
+        if self.learned:
+            lines.append("What I learned, e.g.: " + "; ".join(self.learned[:5]))
+        return "\n".join(lines)
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"

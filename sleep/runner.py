@@ -1,0 +1,434 @@
+"""The sleep runner: N1 → N2 → N3 → verify → wake-up, crash-safe (DESIGN.md §3, §7).
+
+Nothing is deleted before the new expert is committed and verified. Every
+stage is recorded in the ``sleeps`` table before the work that depends on it
+(see ``assistant.sleep.state``), so a killed run is either started over (no
+durable effect yet) or finished (the expert was verified) by the next run.
+Plaintext memories exist only in this process's RAM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from assistant.errors import AssistantError
+from assistant.prompting import chat_messages
+from assistant.runtime import Runtime
+from assistant.sleep import distill, probes, state
+from assistant.sleep.report import CONSOLIDATED, KEPT, NOTHING_TO_DO, SleepReport
+from assistant.sleep.verify import Thresholds, agreement, judge
+
+PEFT_DIR, GGUF_FILE = "peft", "expert.gguf"
+# Room left after the teacher's notes for a probe question and its answer.
+QUESTION_ROOM_TOKENS = 64
+BATCH_SIZE = 8
+# Share of the budget training may use; the rest is verification and wake-up.
+TRAINING_SHARE = 0.8
+# Test-only fault injection: ASSISTANT_SLEEP_CRASH_AT=<point> SIGKILLs the process there,
+# so crash-safety tests kill it at an exact point instead of racing a timer.
+CRASH_ENV = "ASSISTANT_SLEEP_CRASH_AT"
+
+
+def _crash_point(name: str) -> None:
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class SleepOptions:
+    budget_minutes: float | None = None  # None: the config's
+    backend: str = "auto"
+    device: str = "auto"
+    seed: int = 0
+
+
+Progress = Callable[[str], None]
+
+
+class SleepRunner:
+    def __init__(
+        self, runtime: Runtime, options: SleepOptions = SleepOptions(), progress: Progress = print
+    ) -> None:
+        self.runtime = runtime
+        self.options = options
+        self.progress = progress
+        self.log = state.SleepLog(runtime.database)
+        self.experts_dir = runtime.paths.experts_dir
+
+    # -- the whole night ---------------------------------------------------------
+    def run(self) -> SleepReport:
+        """One sleep (or the completion of an interrupted one). Raises SleepBusyError if
+        another sleep holds the lock."""
+        self.experts_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with state.SleepLock(self.runtime.paths.data_dir / "sleep.lock"):
+            finished = self._recover()
+            self._remove_orphans()
+            if finished is not None:
+                return finished
+            return self._sleep()
+
+    def _sleep(self) -> SleepReport:
+        store, config = self.runtime.memory, self.runtime.config
+        budget = self.options.budget_minutes
+        budget = config.sleep_budget_minutes if budget is None else budget
+        started = time.monotonic()
+        sleep_id = self.log.start()
+        report = SleepReport(sleep_id)
+        with self._stage(report, "N1 transition"):
+            store.seal_epoch()
+            epochs = [
+                int(r[0])
+                for r in self.runtime.database.execute(
+                    "SELECT id FROM epochs WHERE sealed_at IS NOT NULL ORDER BY id"
+                )
+            ]
+            self.log.advance(sleep_id, state.LEARNING, epochs=epochs)
+            turns = store.unconsolidated(epochs)
+            report.epochs, report.turns = epochs, len(turns)
+        if not turns:
+            report.outcome = NOTHING_TO_DO
+            return self._finish_without_commit(report)
+        night = Night(self, report, turns, deadline=started + budget * 60 * TRAINING_SHARE)
+        expert_dir, held_out = night.learn()
+        if expert_dir is None:
+            report.outcome = KEPT
+            return self._finish_without_commit(report)
+        _crash_point("files-written")
+        self.log.advance(
+            sleep_id,
+            state.VERIFIED,
+            report=store.seal(f"sleep-report:{sleep_id}", report.to_json()),
+            probes=store.seal(f"sleep-probes:{sleep_id}", json.dumps(held_out).encode()),
+        )
+        _crash_point("verified")
+        return self._wake(sleep_id)
+
+    # -- stages ------------------------------------------------------------------
+    @contextmanager
+    def _stage(self, report: SleepReport, name: str) -> Iterator[None]:
+        self.progress(name)
+        began = time.monotonic()
+        try:
+            yield
+        finally:
+            report.stage_seconds[name] = round(
+                report.stage_seconds.get(name, 0.0) + time.monotonic() - began, 3
+            )
+
+    def _finish_without_commit(self, report: SleepReport) -> SleepReport:
+        self.log.advance(
+            report.sleep_id,
+            state.DONE,
+            outcome=report.outcome,
+            report=self.runtime.memory.seal(f"sleep-report:{report.sleep_id}", report.to_json()),
+        )
+        return report
+
+    def _wake(self, sleep_id: int) -> SleepReport:
+        """Commit the verified expert (if not yet), shred the consolidated epochs, report."""
+        store = self.runtime.memory
+        row = self.log.get(sleep_id)
+        report = SleepReport.from_json(store.unseal(f"sleep-report:{sleep_id}", row.report))
+        with self._stage(report, "wake-up"):
+            if row.stage == state.VERIFIED:
+                self._commit(row, report)
+            self.log.advance(sleep_id, state.SHREDDING)
+            for epoch_id in row.epochs:
+                store.delete_epoch(epoch_id)
+                _crash_point("shredding")
+        report.outcome = CONSOLIDATED
+        self.log.advance(
+            sleep_id,
+            state.DONE,
+            outcome=CONSOLIDATED,
+            report=store.seal(f"sleep-report:{sleep_id}", report.to_json()),
+            probes=None,
+        )
+        return report
+
+    def _commit(self, row: state.SleepRow, report: SleepReport) -> None:
+        """The expert's registry row, its probe set and the stage change: one transaction."""
+        store, database = self.runtime.memory, self.runtime.database
+        model = self.runtime.require_model()
+        held_out = store.unseal(f"sleep-probes:{row.id}", row.probes)
+        expert_dir = self._expert_dir(row.id)
+        rank = json.loads((expert_dir / PEFT_DIR / "adapter_config.json").read_text())["r"]
+        with database.transaction():
+            cursor = database.execute(
+                "INSERT INTO experts (model_name, level, scale, status, peft_dir, gguf_path,"
+                " created_at, sleep_id, rank) VALUES (?, 1, 1.0, 'active', ?, ?, ?, ?, ?)",
+                [
+                    model.name,
+                    str(expert_dir / PEFT_DIR),
+                    str(expert_dir / GGUF_FILE),
+                    state.now(),
+                    row.id,
+                    rank,
+                ],
+            )
+            expert_id = int(cursor.lastrowid)
+            database.execute(
+                "INSERT INTO expert_probes (expert_id, sealed) VALUES (?, ?)",
+                [expert_id, store.seal(f"expert-probes:{expert_id}", held_out)],
+            )
+            report.expert_id = expert_id
+            self.log.advance(
+                row.id,
+                state.COMMITTED,
+                expert_id=expert_id,
+                report=store.seal(f"sleep-report:{row.id}", report.to_json()),
+            )
+
+    # -- crash recovery ----------------------------------------------------------------
+    def _expert_dir(self, sleep_id: int) -> Path:
+        return self.experts_dir / f"night-{sleep_id}"
+
+    def _staging_dir(self, sleep_id: int) -> Path:
+        return self.experts_dir / f".staging-{sleep_id}"
+
+    def _recover(self) -> SleepReport | None:
+        """Finish a sleep killed after verification; close one killed before it."""
+        finished = None
+        for row in self.log.unfinished():
+            if row.stage in (state.VERIFIED, state.COMMITTED, state.SHREDDING):
+                self.progress(f"finishing the sleep interrupted at {row.stage!r}")
+                finished = self._wake(row.id)
+            else:
+                self.log.advance(row.id, state.DONE, outcome=state.ABANDONED)
+        return finished
+
+    def _remove_orphans(self) -> None:
+        """Delete expert directories no registry row points to (from a run killed mid-way)."""
+        referenced = {
+            Path(r[0]).parent.name
+            for r in self.runtime.database.execute("SELECT peft_dir FROM experts")
+        }
+        for entry in self.experts_dir.iterdir():
+            if entry.name not in referenced:
+                if entry.is_dir():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+
+
+class Night:
+    """N2 + N3 + verification for one sleep: everything here lives in RAM until ``learn``
+    writes the verified expert's files."""
+
+    def __init__(
+        self, runner: SleepRunner, report: SleepReport, turns: list, deadline: float
+    ) -> None:
+        self.runner = runner
+        self.runtime = runner.runtime
+        self.report = report
+        self.turns = turns
+        self.deadline = deadline
+        self.config = self.runtime.config
+
+    def learn(self) -> tuple[Path | None, list[list[str]]]:
+        """(the verified expert's directory, its held-out [question, answer] pairs) or
+        (None, []) with the reason in the report."""
+        stage, report, options = self.runner._stage, self.report, self.runner.options
+        model = self.runtime.require_model()
+        learned = self.runtime.experts.active(model.name)
+        self.settings = distill.DistillSettings(
+            self.config.sleep_max_answer_tokens, seed=options.seed
+        )
+        with stage(report, "N2 light"):
+            _check_integrity(self.runtime, learned)
+            chunks = self._chunks(model.gguf_path)
+        with stage(report, "N3 load"):
+            backend = _load_backend(model.hf_dir, learned, options, self.config.sleep_rank)
+        with stage(report, "N3 probes"):
+            lessons, held_out = self._knowledge(backend, chunks)
+            anchors = self._anchor_lessons(backend, learned)
+            # KL to a top-k target is not zero even untrained (the mass outside the top k):
+            # verification bounds how much training adds to it.
+            anchor_baseline = backend.divergence(anchors)
+        with stage(report, "N3 training"):
+            result = distill.train(
+                backend,
+                lessons,
+                anchors,
+                steps=self.config.sleep_steps,
+                learning_rate=self.config.sleep_learning_rate,
+                batch_size=BATCH_SIZE,
+                deadline=self.deadline,
+                seed=options.seed,
+                on_step=self._on_step,
+            )
+            report.train_steps, report.train_tokens = result.steps, result.tokens
+            report.final_loss = None if result.loss is None else round(result.loss, 5)
+        with stage(report, "verify"):
+            checked, verdict = self._verify(backend, held_out, anchors, anchor_baseline, learned)
+        if not verdict.passed:
+            report.reason = verdict.reason
+            return None, []
+        with stage(report, "save"):
+            expert_dir = self._save(backend, model.hf_dir)
+        report.learned = [question for question, _ in checked][:10]
+        return expert_dir, [list(pair) for pair in checked]
+
+    def _chunks(self, gguf_path: Path) -> list[list[str]]:
+        """N2: the day's notes, deduplicated, in chunks that fit the teacher's context."""
+        from assistant.engine import ChatEngine
+
+        self.engine = ChatEngine(gguf_path, n_ctx=self.config.n_ctx, n_threads=self.config.threads)
+        room = self.engine.n_ctx - QUESTION_ROOM_TOKENS - self.settings.max_answer_tokens
+        notes = probes.day_notes(self.turns)
+        return probes.chunk_notes(notes, lambda chunk: len(self._prompt(chunk, "")) <= room)
+
+    def _knowledge(self, backend, chunks: list[list[str]]) -> tuple[list, list]:
+        """N3 probes: (lessons to train on, (chunk, question) pairs held out to verify)."""
+        lessons, held_out = [], []
+        for i, chunk in enumerate(chunks):
+            questions = [self._questions_about(backend, note) for note in chunk]
+            _crash_point("probes")
+            chunk_probes = probes.split_probes(chunk, questions, self.runner.options.seed + i)
+            examples = [self._example(chunk, q) for q in chunk_probes.train]
+            lessons += distill.knowledge_lessons(
+                backend, examples, self.engine.end_of_turn, self.settings
+            )
+            held_out += [(chunk, q) for q in chunk_probes.held_out]
+        return lessons, held_out
+
+    def _questions_about(self, backend, note: str) -> list[str]:
+        """Questions the model itself writes about one note (SEAL-style self-generated probes)."""
+        request = self._messages_tokens(probes.questions_request(note))
+        listing = backend.generate(request, self.settings.max_answer_tokens)
+        return probes.parse_questions(self.engine.detokenize(listing))
+
+    # -- prompts ------------------------------------------------------------------
+    def _messages_tokens(self, messages: list[dict[str, str]]) -> list[int]:
+        return self.engine.tokenize(self.engine.render(messages))
+
+    def _prompt(self, notes: list[str], question: str) -> list[int]:
+        return self._messages_tokens(chat_messages(notes, [], question))
+
+    def _example(self, notes: list[str], question: str) -> distill.Example:
+        return distill.Example(self._prompt(notes, question), self._prompt([], question))
+
+    def _answer(self, backend, prompt: list[int], *, student: bool) -> str:
+        tokens = backend.generate(prompt, self.settings.max_answer_tokens, student=student)
+        return self.engine.detokenize(tokens).strip()
+
+    def _on_step(self, step: int, steps: int, loss: float) -> None:
+        _crash_point("training")
+        if step % 10 == 0 or step == steps:
+            self.runner.progress(f"N3 training: step {step}/{steps}, loss {loss:.4f}")
+
+    # -- anchors and verification ---------------------------------------------------------
+    def _earlier_probes(self, learned) -> list[list[str]]:
+        """[question, answer] pairs kept sealed for each earlier expert."""
+        store, pairs = self.runtime.memory, []
+        for expert in learned:
+            row = self.runtime.database.execute(
+                "SELECT sealed FROM expert_probes WHERE expert_id = ?", [expert.id]
+            ).fetchone()
+            if row:
+                pairs += json.loads(store.unseal(f"expert-probes:{expert.id}", row[0]))
+        return pairs
+
+    def _anchor_lessons(self, backend, learned) -> list:
+        """Unrelated prompts and earlier nights' questions, the model before tonight as target."""
+        questions = [*distill.ANCHOR_PROMPTS, *(q for q, _ in self._earlier_probes(learned))]
+        examples = [self._example([], q) for q in questions]
+        answers = distill.greedy_answers(
+            backend,
+            [e.student_prompt for e in examples],
+            self.settings.max_answer_tokens,
+            student=False,
+        )
+        return distill.lessons_for(
+            backend,
+            examples,
+            answers,
+            self.engine.end_of_turn,
+            self.settings.top_k,
+            teacher_sees_notes=False,
+        )
+
+    def _verify(self, backend, held_out, anchors, anchor_baseline: float, learned):
+        """Closed-book answers to held-out questions must match the teacher's in-context ones."""
+        checked = []
+        for notes, question in held_out:
+            taught = self._answer(backend, self._prompt(notes, question), student=False)
+            before = self._answer(backend, self._prompt([], question), student=False)
+            if taught != before:  # only questions the notes change say anything about learning
+                checked.append((question, taught))
+        answers = [self._answer(backend, self._prompt([], q), student=True) for q, _ in checked]
+        recall = agreement(answers, [a for _, a in checked])
+        earlier = self._earlier_probes(learned)
+        retention = agreement(
+            [self._answer(backend, self._prompt([], q), student=True) for q, _ in earlier],
+            [a for _, a in earlier],
+        )
+        divergence = backend.divergence(anchors) - anchor_baseline
+        report = self.report
+        report.recall = None if recall is None else round(recall, 4)
+        report.retention = None if retention is None else round(retention, 4)
+        report.anchor_divergence = round(divergence, 5)
+        thresholds = Thresholds(
+            self.config.sleep_min_recall,
+            self.config.sleep_min_retention,
+            self.config.sleep_max_anchor_divergence,
+        )
+        return checked, judge(recall, retention, divergence, thresholds)
+
+    def _save(self, backend, hf_dir: Path) -> Path:
+        """PEFT + GGUF into a staging directory, then renamed into place in one step."""
+        from assistant.hf_weights import read_config
+        from assistant.lora_gguf import write_gguf_lora
+
+        runner, sleep_id = self.runner, self.report.sleep_id
+        staging = runner._staging_dir(sleep_id)
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(mode=0o700)
+        backend.save_expert(staging / PEFT_DIR)
+        write_gguf_lora(staging / PEFT_DIR, read_config(hf_dir), staging / GGUF_FILE)
+        final = runner._expert_dir(sleep_id)
+        os.replace(staging, final)
+        return final
+
+
+def _check_integrity(runtime: Runtime, learned) -> None:
+    (result,) = runtime.database.execute("PRAGMA quick_check").fetchone()
+    if result != "ok":
+        raise AssistantError(
+            f"The memory database failed its integrity check ({result}); nothing was changed.",
+            hint="Restore the data directory from a backup.",
+        )
+    for expert in learned:
+        if (
+            not (expert.peft_dir / "adapter_config.json").is_file()
+            or not expert.gguf_path.is_file()
+        ):
+            raise AssistantError(
+                f"The files of expert {expert.id} are missing or incomplete; nothing was changed.",
+                hint="Restore the data directory from a backup.",
+            )
+
+
+def _load_backend(hf_dir: Path, learned, options: SleepOptions, rank: int):
+    from assistant.backends.protocol import LearnedExpert, NewExpert
+
+    if options.backend not in ("auto", "torch"):
+        raise AssistantError(
+            f"Unknown training backend {options.backend!r}.", hint="Use auto or torch."
+        )
+    from assistant.backends.torch_backend import TorchBackend
+
+    return TorchBackend(
+        hf_dir,
+        [LearnedExpert(e.peft_dir, e.scale) for e in learned],
+        NewExpert(rank=rank, alpha=2.0 * rank, seed=options.seed),
+        device=options.device,
+    )

@@ -303,10 +303,10 @@ def bench() -> None:
 )
 @click.option(
     "--consolidation",
-    type=click.Choice(["none"]),
+    type=click.Choice(["none", "sleep"]),
     default="none",
     show_default=True,
-    help="What happens at night between telling and asking.",
+    help="What happens at night between telling and asking: nothing, or `sleep --now`.",
 )
 def bench_recall(
     seed: int,
@@ -329,9 +329,18 @@ def bench_recall(
     if not (model_dir / "config.json").is_file():
         model_dir = _runtime().models.get(model_name).hf_dir
     settings = RecallSettings(seed, nights, facts_per_night, updates_per_night, unknown_per_night)
+
+    def progress(line: str) -> None:
+        click.echo(f"... {line}", err=True)
+
+    def sleep_now(runtime) -> dict:
+        from assistant.sleep.runner import SleepOptions, SleepRunner
+
+        return SleepRunner(runtime, SleepOptions(seed=seed), progress).run().to_dict()
+
     with benchmark_runtime(model_dir, "model") as runtime:
         benchmark = RecallBenchmark(
-            runtime, settings, progress=lambda line: click.echo(f"... {line}", err=True)
+            runtime, settings, sleep_now if consolidation == "sleep" else None, progress
         )
         result = benchmark.run()
     click.echo(json.dumps({"model": model_name, **result}, indent=2))

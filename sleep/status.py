@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from assistant.runtime import Runtime
 from assistant.sleep.report import SleepReport
-from assistant.sleep.state import SleepLog
+from assistant.sleep.state import SleepLog, SleepRow
 
 
 @dataclass(frozen=True)
@@ -36,13 +36,28 @@ class SleepStatus:
         return "\n".join(lines)
 
 
+SHOWN_META_KEY = "sleep_report_shown"
+
+
+def _last_report(runtime: Runtime) -> tuple[SleepRow | None, SleepReport | None]:
+    row = SleepLog(runtime.database).last_finished()
+    if row is None or row.report is None:
+        return row, None
+    return row, SleepReport.from_json(runtime.memory.unseal(f"sleep-report:{row.id}", row.report))
+
+
+def unseen_report(runtime: Runtime) -> SleepReport | None:
+    """The last night's report if the chat app has not shown it yet (then marked shown)."""
+    row, report = _last_report(runtime)
+    if report is None or runtime.database.get_meta(SHOWN_META_KEY) == str(row.id):
+        return None
+    runtime.database.set_meta(SHOWN_META_KEY, str(row.id))
+    return report
+
+
 def sleep_status(runtime: Runtime) -> SleepStatus:
     log = SleepLog(runtime.database)
-    row = log.last_finished()
-    last = None
-    if row is not None and row.report is not None:
-        sealed = runtime.memory.unseal(f"sleep-report:{row.id}", row.report)
-        last = SleepReport.from_json(sealed)
+    row, last = _last_report(runtime)
     return SleepStatus(
         pending_turns=runtime.memory.count(),
         last=last,

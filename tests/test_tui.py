@@ -103,3 +103,35 @@ async def test_bad_message_is_reported_and_not_stored(model_home):
         assert list(app.query(MessageView)) == []
         assert prompt.text == "binary\x00junk"  # handed back for editing, not lost
     assert runtime.memory.count() == 0
+
+
+@pytest.mark.slow
+async def test_the_next_start_shows_the_night_report_once_and_loads_the_expert(model_home):
+    import json
+
+    from click.testing import CliRunner
+
+    from assistant.cli import cli
+
+    (model_home / "config").mkdir(exist_ok=True)
+    (model_home / "config" / "config.json").write_text(
+        json.dumps(
+            {
+                "sleep_steps": 2,
+                "sleep_max_answer_tokens": 8,
+                "sleep_min_recall": 0.0,
+                "sleep_max_anchor_divergence": 1e9,
+            }
+        )
+    )
+    for args in (["chat", "--once", "My cat is Mittens."], ["sleep", "--now"]):
+        assert CliRunner().invoke(cli, args).exit_code == 0
+
+    for first_start in (True, False):
+        app = AssistantApp(Runtime())
+        async with app.run_test(size=(120, 40)) as pilot:
+            await ready(pilot)
+            titles = [n.title for n in app._notifications]
+            assert ("While you were away" in titles) is first_start
+            assert "experts: 1" in status_text(app)
+            assert "unconsolidated memories: 0" in status_text(app)

@@ -61,16 +61,21 @@ class AssistantApp(App):
 
     @work(thread=True, exclusive=True, group="engine")
     def _load_engine(self) -> None:
+        from assistant.sleep.status import unseen_report
+
         try:
-            engine = self.runtime.load_engine()
+            engine = self.runtime.load_engine()  # with every committed expert
             self.runtime.memory  # noqa: B018 - unlock in the worker, not the UI thread
+            report = unseen_report(self.runtime)
         except AssistantError as error:
             self.call_from_thread(self._show_error, error)
             return
-        self.call_from_thread(self._engine_ready, engine)
+        self.call_from_thread(self._engine_ready, engine, report)
 
-    def _engine_ready(self, engine) -> None:
+    def _engine_ready(self, engine, report=None) -> None:
         self.engine = engine
+        if report is not None:
+            self.notify(report.summary(), title="While you were away", timeout=30)
         self._open_conversation(None)
         prompt = self.query_one(PromptInput)
         prompt.disabled = False

@@ -85,6 +85,10 @@ def _epoch_ad(epoch_id: int) -> bytes:
     return f"assistant/epoch/v1:{epoch_id}".encode()
 
 
+def _record_ad(label: str) -> bytes:
+    return f"assistant/record/v1:{label}".encode()
+
+
 class MemoryStore:
     """Append, read back and shred encrypted turns. Thread-safe through the database lock."""
 
@@ -116,8 +120,7 @@ class MemoryStore:
         if row:
             return int(row[0])
         epoch_id = self._next_id("epochs")
-        nonce = os.urandom(12)
-        wrapped = nonce + self._master.encrypt(nonce, os.urandom(32), _epoch_ad(epoch_id))
+        wrapped = self._wrap(_epoch_ad(epoch_id), os.urandom(32))
         self.database.execute(
             "INSERT INTO epochs (id, wrapped_key, created_at) VALUES (?, ?, ?)",
             [epoch_id, wrapped, _now()],
@@ -139,7 +142,6 @@ class MemoryStore:
         return [int(r[0]) for r in self.database.execute("SELECT id FROM epochs ORDER BY id")]
 
     def _epoch_cipher(self, epoch_id: int):
-        from cryptography.exceptions import InvalidTag
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         cipher = self._epoch_ciphers.get(epoch_id)
@@ -149,30 +151,34 @@ class MemoryStore:
             ).fetchone()
             if row is None:
                 raise TamperedError(f"Epoch {epoch_id} has no key: its memories were shredded.")
-            wrapped = bytes(row[0])
-            try:
-                key = self._master.decrypt(wrapped[:12], wrapped[12:], _epoch_ad(epoch_id))
-            except InvalidTag:
-                raise TamperedError(f"The key of epoch {epoch_id} does not decrypt.") from None
+            key = self._unwrap(
+                _epoch_ad(epoch_id), row[0], f"The key of epoch {epoch_id} does not decrypt."
+            )
             cipher = self._epoch_ciphers[epoch_id] = AESGCM(key)
         return cipher
 
-    # -- other private records ------------------------------------------------
-    def seal(self, label: str, data: bytes) -> bytes:
-        """Encrypt a private record under the master key, bound to ``label`` (e.g. its row)."""
+    # -- anything else sealed under the master key ------------------------------
+    def _wrap(self, ad: bytes, data: bytes) -> bytes:
         nonce = os.urandom(12)
-        return nonce + self._master.encrypt(nonce, data, f"assistant/record/v1:{label}".encode())
+        return nonce + self._master.encrypt(nonce, data, ad)
 
-    def unseal(self, label: str, sealed: bytes) -> bytes:
+    def _unwrap(self, ad: bytes, sealed: bytes, failure: str) -> bytes:
         from cryptography.exceptions import InvalidTag
 
         sealed = bytes(sealed)
         try:
-            return self._master.decrypt(
-                sealed[:12], sealed[12:], f"assistant/record/v1:{label}".encode()
-            )
+            return self._master.decrypt(sealed[:12], sealed[12:], ad)
         except InvalidTag:
-            raise TamperedError(f"The sealed record {label} fails authentication.") from None
+            raise TamperedError(failure) from None
+
+    def seal(self, label: str, data: bytes) -> bytes:
+        """Encrypt a private record (a sleep report, a probe set) bound to ``label``, its row."""
+        return self._wrap(_record_ad(label), data)
+
+    def unseal(self, label: str, sealed: bytes) -> bytes:
+        return self._unwrap(
+            _record_ad(label), sealed, f"The sealed record {label} fails authentication."
+        )
 
     # -- conversations and turns ---------------------------------------------
     def new_conversation(self) -> int:

@@ -185,8 +185,10 @@ class TorchBackend:
             rows += [row] * len(lesson.answer)
             positions += range(start, start + len(lesson.answer))
         causal_lm = self.model.get_base_model()
+        # Without padding, no mask: attention then takes its plain causal (faster) path.
+        padded = bool((mask == 0).any())
         hidden = causal_lm.model(
-            input_ids=ids.to(self.device), attention_mask=mask.to(self.device)
+            input_ids=ids.to(self.device), attention_mask=mask.to(self.device) if padded else None
         ).last_hidden_state
         student = torch.log_softmax(causal_lm.lm_head(hidden[rows, positions]).float(), dim=-1)
         token_ids = torch.as_tensor(

@@ -201,3 +201,14 @@ def test_migrations_are_recorded_once(tmp_path):
     assert names[0] == "m001_memory"
     assert second.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert second.execute("PRAGMA temp_store").fetchone()[0] == 2  # MEMORY
+
+
+def test_sealed_records_are_bound_to_their_label(runtime):
+    store = runtime.memory
+    sealed = store.seal("sleep-report:1", b"what I learned")
+    assert b"learned" not in sealed
+    assert store.unseal("sleep-report:1", sealed) == b"what I learned"
+    with pytest.raises(TamperedError):
+        store.unseal("sleep-report:2", sealed)  # a record moved to another row
+    with pytest.raises(TamperedError):
+        store.unseal("sleep-report:1", sealed[:-1] + bytes([sealed[-1] ^ 1]))

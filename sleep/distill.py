@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from assistant.backends.protocol import Backend, Lesson, Probe
 
-# Small talk and general requests unrelated to any day; their answers must not move.
+# Candidate anchors: small talk, and personal questions whose answer must stay "you have not
+# told me" unless today's notes say otherwise (the runner drops those the notes change).
 ANCHOR_PROMPTS = (
     "Hello!",
     "Thanks, that helps.",
@@ -25,6 +26,23 @@ ANCHOR_PROMPTS = (
     "Can you keep your answers short?",
     "Good night!",
     "What can you do for me?",
+    "What is my dog's name?",
+    "What is my cat called?",
+    "Which city do I live in?",
+    "Where do I work?",
+    "What is my job?",
+    "What is my partner's name?",
+    "What is my sister's name?",
+    "What is my best friend's name?",
+    "When is my birthday?",
+    "What is my favourite food?",
+    "What is my favourite colour?",
+    "What music do I like?",
+    "What is my favourite book?",
+    "Am I allergic to anything?",
+    "What car do I drive?",
+    "What is my hobby?",
+    "When is my dentist appointment?",
 )
 
 
@@ -76,6 +94,8 @@ def lessons_for(
     teacher_sees_notes: bool = True,
 ) -> list[Lesson]:
     """Score each answer (plus its end-of-turn token) under the teacher, prefix computed once."""
+    if not examples:
+        return []
     prompts = [e.teacher_prompt if teacher_sees_notes else e.student_prompt for e in examples]
     prefix = common_prefix(prompts)
     full_answers = [[*answer, end_token] for answer in answers]

@@ -74,19 +74,15 @@ def split_probes(
     notes: Sequence[str], questions_per_note: Sequence[Sequence[str]], seed: int
 ) -> ChunkProbes:
     """Train on the user's turns, generic probes and most model-written questions;
-    hold out the rest to verify with."""
+    hold out one in HOLD_OUT_EVERY of the chunk's questions (at least one) to verify with."""
     rng = random.Random(seed)
     train: list[str] = [*notes, *GENERIC_PROBES]
-    held_out: list[str] = []
-    for questions in questions_per_note:
-        shuffled = list(questions)
-        rng.shuffle(shuffled)
-        for i, question in enumerate(shuffled):
-            if question in train or question in held_out:
-                continue
-            (held_out if i % HOLD_OUT_EVERY == HOLD_OUT_EVERY - 1 else train).append(question)
+    pool = [q for q in dict.fromkeys(q for qs in questions_per_note for q in qs) if q not in train]
+    rng.shuffle(pool)
+    cut = -(-len(pool) // HOLD_OUT_EVERY)  # rounded up: one question already gives one to check
+    held_out, train = pool[:cut], train + pool[cut:]
     if not held_out:
-        # The model wrote too few questions to spare one: verify on a generic probe instead.
+        # The model wrote no question to spare: verify on a generic probe instead.
         held_out.append(train.pop())
     return ChunkProbes(list(notes), train, held_out)
 

@@ -25,6 +25,11 @@ class SleepReport:
     epochs: list[int] = field(default_factory=list)
     expert_id: int | None = None
     learned: list[str] = field(default_factory=list)
+    # Counts only: how many notes and probes the night worked with.
+    notes: int = 0
+    lessons: int = 0
+    held_out: int = 0
+    checked: int = 0  # held-out questions whose in-context answer differs from before sleep
     # Verification: share of held-out probes answered closed-book as the teacher did in context.
     recall: float | None = None
     retention: float | None = None

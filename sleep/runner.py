@@ -249,10 +249,12 @@ class Night:
             backend = _load_backend(model.hf_dir, learned, options, self.config.sleep_rank)
         with stage(report, "N3 probes"):
             lessons, held_out = self._knowledge(backend, chunks)
-            anchors = self._anchor_lessons(backend, learned)
+            report.notes = sum(map(len, chunks))
+            report.lessons, report.held_out = len(lessons), len(held_out)
+            anchors = self._anchor_lessons(backend, learned, chunks)
             # KL to a top-k target is not zero even untrained (the mass outside the top k):
             # verification bounds how much training adds to it.
-            anchor_baseline = backend.divergence(anchors)
+            anchor_baseline = backend.divergence(anchors) if anchors else 0.0
         with stage(report, "N3 training"):
             result = distill.train(
                 backend,
@@ -337,16 +339,24 @@ class Night:
                 pairs += json.loads(store.unseal(f"expert-probes:{expert.id}", row[0]))
         return pairs
 
-    def _anchor_lessons(self, backend, learned) -> list:
-        """Unrelated prompts and earlier nights' questions, the model before tonight as target."""
+    def _anchor_lessons(self, backend, learned, chunks: list[list[str]]) -> list:
+        """Prompts the day says nothing about, the model before tonight as their target.
+
+        A candidate (small talk, a stock personal question, an earlier night's question)
+        whose answer any chunk of notes changes is about today, so it is not an anchor.
+        """
         questions = [*distill.ANCHOR_PROMPTS, *(q for q, _ in self._earlier_probes(learned))]
-        examples = [self._example([], q) for q in questions]
-        answers = distill.greedy_answers(
-            backend,
-            [e.student_prompt for e in examples],
-            self.settings.max_answer_tokens,
-            student=False,
-        )
+        examples, answers = [], []
+        for question in dict.fromkeys(questions):
+            example = self._example([], question)
+            closed = backend.generate(example.student_prompt, self.settings.max_answer_tokens)
+            if all(
+                backend.generate(self._prompt(chunk, question), self.settings.max_answer_tokens)
+                == closed
+                for chunk in chunks
+            ):
+                examples.append(example)
+                answers.append(closed)
         return distill.lessons_for(
             backend,
             examples,
@@ -366,12 +376,13 @@ class Night:
                 checked.append((question, taught))
         answers = [self._answer(backend, self._prompt([], q), student=True) for q, _ in checked]
         recall = agreement(answers, [a for _, a in checked])
+        self.report.checked = len(checked)
         earlier = self._earlier_probes(learned)
         retention = agreement(
             [self._answer(backend, self._prompt([], q), student=True) for q, _ in earlier],
             [a for _, a in earlier],
         )
-        divergence = backend.divergence(anchors) - anchor_baseline
+        divergence = backend.divergence(anchors) - anchor_baseline if anchors else 0.0
         report = self.report
         report.recall = None if recall is None else round(recall, 4)
         report.retention = None if retention is None else round(retention, 4)

@@ -64,3 +64,35 @@ def test_training_and_llama_cpp_see_the_same_tokens(tiny_demo):
                 )
         finally:
             engine.close()
+
+
+def test_copy_warm_up_then_the_corpus_with_copy_batches_mixed_in(tmp_path):
+    import random
+    from dataclasses import replace
+
+    from assistant.bpe import train_tokenizer
+    from assistant.demo.training import copy_batch, training_schedule
+
+    config = replace(
+        PRESETS["tiny"], copy_schedule=((2, 32), (3, 64)), copy_every=2, steps=4, batch_tokens=256
+    )
+    sample = ["".join(map(render_message, t)) for t in itertools.islice(transcripts(0), 200)]
+    tokenizer = train_tokenizer(sample, tmp_path, config.vocab_size)
+    schedule = list(training_schedule(tokenizer, config))
+    assert len(schedule) == 3 + config.steps
+    widths = [len(ids[0]) for (ids, _), _ in schedule[:3]]
+    assert widths == [32, 32, 64]
+    assert schedule[0][1] < schedule[2][1] <= config.copy_learning_rate  # gentle warm-up
+    corpus_labels = [labels for (_, labels), _ in schedule[3:]]
+    # Corpus batches mask everything but replies; copy batches (every 2nd) score every token.
+    assert [any(t == -100 for row in labels for t in row) for labels in corpus_labels] == [
+        True,
+        False,
+        True,
+        False,
+    ]
+    ids, labels = copy_batch(random.Random(0), 1000, 64, 128)
+    assert ids == labels and len(ids) == 2 and all(len(row) == 64 for row in ids)
+    row = ids[0]
+    half = row.index(1)  # <|im_start|> separates a sequence from its copy
+    assert row[half + 1 : 2 * half + 1] == row[:half] and row[2 * half + 1] == 2

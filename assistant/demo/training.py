@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from assistant.bpe import train_tokenizer
+from assistant.bpe import SPECIAL_TOKENS, train_tokenizer
 from assistant.demo.corpus import (
     IGNORE,
     encode_transcript,
@@ -26,6 +26,7 @@ from assistant.demo.corpus import (
 )
 from assistant.hardware import cpu_flags
 
+_FIRST_COPY_TOKEN = 8  # copy rows avoid the special tokens
 # A cached build is reused only if these sources (the corpus and how it is trained) are unchanged.
 _BUILD_SOURCES = ("demo/facts.py", "demo/corpus.py", "demo/training.py", "prompting.py", "bpe.py")
 
@@ -40,11 +41,23 @@ class DemoConfig:
     intermediate_size: int = 352
     context: int = 1024  # positions the model supports (the engine clamps n_ctx to this)
     max_tokens: int = 768  # longest training transcript
-    steps: int = 2400
+    steps: int = 2000  # corpus steps, after the copy warm-up
     batch_tokens: int = 2048
     learning_rate: float = 8e-3
     warmup_steps: int = 100
     tokenizer_transcripts: int = 4000
+    # Copy warm-up before the corpus: random token sequences repeated once, in rows growing
+    # to 512 tokens ((until step, row tokens) pairs). It forms the induction heads reading
+    # from context needs; on the corpus alone they do not form within the CPU budget.
+    copy_schedule: tuple[tuple[int, int], ...] = (
+        (300, 32),
+        (500, 64),
+        (700, 128),
+        (900, 256),
+        (1100, 512),
+    )
+    copy_learning_rate: float = 2e-3
+    copy_every: int = 4  # afterwards, every n-th batch is still a copy batch (0: none)
 
     @property
     def key(self) -> str:
@@ -71,6 +84,8 @@ PRESETS = {
         learning_rate=3e-3,
         warmup_steps=5,
         tokenizer_transcripts=400,
+        copy_schedule=(),
+        copy_every=0,
     ),
 }
 
@@ -113,6 +128,50 @@ def batches(tokenizer, config: DemoConfig, seed: int) -> Iterator[tuple[list, li
                 [ids + [pad] * (width - len(ids)) for ids, _ in group],
                 [labels + [IGNORE] * (width - len(labels)) for _, labels in group],
             )
+
+
+def copy_batch(
+    rng: random.Random, vocab_size: int, row_tokens: int, batch_tokens: int
+) -> tuple[list, list]:
+    """Rows of random sequences each followed by a copy of itself (loss on every token).
+
+    The halves are marked with ``<|im_start|>`` and ``<|im_end|>``, as in the run that
+    measured the schedule; the random tokens are drawn from past the special tokens.
+    """
+    start, end = SPECIAL_TOKENS.index("<|im_start|>"), SPECIAL_TOKENS.index("<|im_end|>")
+    rows = []
+    for _ in range(max(1, batch_tokens // row_tokens)):
+        row: list[int] = []
+        while len(row) < row_tokens:
+            length = rng.randint(5, min(60, row_tokens // 2 - 2))
+            sequence = [rng.randrange(_FIRST_COPY_TOKEN, vocab_size) for _ in range(length)]
+            row += [*sequence, start, *sequence, end]
+        rows.append(row[:row_tokens])
+    return rows, rows
+
+
+def _copy_steps(config: DemoConfig) -> int:
+    return config.copy_schedule[-1][0] if config.copy_schedule else 0
+
+
+def training_schedule(tokenizer, config: DemoConfig) -> Iterator[tuple[tuple[list, list], float]]:
+    """(batch, learning rate) for every step: the copy warm-up at its own gentle rate, then
+    the corpus with its warmup and cosine decay, every ``copy_every``-th batch a copy batch."""
+    vocab_size, copy_rng = len(tokenizer), random.Random(config.seed + 2)
+    step = 0
+    for until, row_tokens in config.copy_schedule:
+        while step < until:
+            rate = config.copy_learning_rate * min(1.0, (step + 1) / 50)
+            yield copy_batch(copy_rng, vocab_size, row_tokens, config.batch_tokens), rate
+            step += 1
+    data = batches(tokenizer, config, config.seed + 1)
+    longest_copy = config.copy_schedule[-1][1] if config.copy_schedule else 0
+    for step in range(config.steps):
+        rate = _learning_rate(config, step)
+        if config.copy_every and step % config.copy_every == config.copy_every - 1:
+            yield copy_batch(copy_rng, vocab_size, longest_copy, config.batch_tokens), rate
+        else:
+            yield next(data), rate
 
 
 def _learning_rate(config: DemoConfig, step: int) -> float:
@@ -163,11 +222,11 @@ def train_demo_model(
     losses: list[float] = []
     tokens_seen = 0
     model.train()
-    data = batches(tokenizer, config, config.seed + 1)
-    for step in range(config.steps):
-        ids, labels = (torch.tensor(t) for t in next(data))
+    total_steps = _copy_steps(config) + config.steps
+    for step, (batch, learning_rate) in enumerate(training_schedule(tokenizer, config)):
+        ids, labels = (torch.tensor(t) for t in batch)
         for group in optimizer.param_groups:
-            group["lr"] = _learning_rate(config, step)
+            group["lr"] = learning_rate
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
             loss = _assistant_loss(model, ids, labels)
         loss.backward()
@@ -176,7 +235,7 @@ def train_demo_model(
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
         tokens_seen += ids.numel()
-        progress(step + 1, config.steps, losses[-1])
+        progress(step + 1, total_steps, losses[-1])
 
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(out_dir)
@@ -184,7 +243,7 @@ def train_demo_model(
     report = TrainingReport(
         config=asdict(config),
         parameters=sum(p.numel() for p in model.parameters()),
-        steps=config.steps,
+        steps=total_steps,
         seconds=round(time.perf_counter() - started, 1),
         tokens_seen=tokens_seen,
         first_loss=losses[0],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,13 +72,18 @@ class TorchBackend:
         )
         torch.manual_seed(new_expert.seed)
         scales = {f"learned{i}": e.scale for i, e in enumerate(learned)}
-        if learned:
-            model = PeftModel.from_pretrained(base, learned[0].peft_dir, adapter_name="learned0")
-            for i, expert in enumerate(learned[1:], 1):
-                model.load_adapter(expert.peft_dir, adapter_name=f"learned{i}")
-            model.add_adapter(NEW, new_config)
-        else:
-            model = get_peft_model(base, new_config, adapter_name=NEW)
+        with warnings.catch_warnings():
+            # peft calls a transformers API that warns of its own deprecation; nothing to act on.
+            warnings.simplefilter("ignore", FutureWarning)
+            if learned:
+                model = PeftModel.from_pretrained(
+                    base, learned[0].peft_dir, adapter_name="learned0"
+                )
+                for i, expert in enumerate(learned[1:], 1):
+                    model.load_adapter(expert.peft_dir, adapter_name=f"learned{i}")
+                model.add_adapter(NEW, new_config)
+            else:
+                model = get_peft_model(base, new_config, adapter_name=NEW)
         model.base_model.set_adapter([*scales, NEW])
         lora_layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
         for layer in lora_layers:

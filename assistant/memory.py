@@ -141,6 +141,13 @@ class MemoryStore:
     def epochs(self) -> list[int]:
         return [int(r[0]) for r in self.database.execute("SELECT id FROM epochs ORDER BY id")]
 
+    def sealed_epochs(self) -> list[int]:
+        """Epochs closed by a sleep's high-water mark and not yet shredded."""
+        rows = self.database.execute(
+            "SELECT id FROM epochs WHERE sealed_at IS NOT NULL ORDER BY id"
+        )
+        return [int(r[0]) for r in rows]
+
     def _epoch_cipher(self, epoch_id: int):
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 

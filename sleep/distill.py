@@ -78,12 +78,6 @@ def common_prefix(sequences: Sequence[Sequence[int]]) -> list[int]:
     return first[: min(length, min(len(s) for s in sequences) - 1)]
 
 
-def greedy_answers(
-    backend: Backend, prompts: Sequence[Sequence[int]], max_tokens: int, *, student: bool
-) -> list[list[int]]:
-    return [backend.generate(p, max_tokens, student=student) for p in prompts]
-
-
 def lessons_for(
     backend: Backend,
     examples: Sequence[Example],
@@ -111,9 +105,7 @@ def knowledge_lessons(
     backend: Backend, examples: Sequence[Example], end_token: int, settings: DistillSettings
 ) -> list[Lesson]:
     """Teacher-sampled answers for every probe, plus student-sampled ones for a share."""
-    answers = greedy_answers(
-        backend, [e.teacher_prompt for e in examples], settings.max_answer_tokens, student=False
-    )
+    answers = [backend.generate(e.teacher_prompt, settings.max_answer_tokens) for e in examples]
     rng = random.Random(settings.seed)
     chosen = [e for e in examples if rng.random() < settings.student_share]
     student_answers = [

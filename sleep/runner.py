@@ -82,14 +82,9 @@ class SleepRunner:
         started = time.monotonic()
         sleep_id = self.log.start()
         report = SleepReport(sleep_id)
-        with self._stage(report, "N1 transition"):
+        with self.stage(report, "N1 transition"):
             store.seal_epoch()
-            epochs = [
-                int(r[0])
-                for r in self.runtime.database.execute(
-                    "SELECT id FROM epochs WHERE sealed_at IS NOT NULL ORDER BY id"
-                )
-            ]
+            epochs = store.sealed_epochs()
             self.log.advance(sleep_id, state.LEARNING, epochs=epochs)
             turns = store.unconsolidated(epochs)
             report.epochs, report.turns = epochs, len(turns)
@@ -113,7 +108,7 @@ class SleepRunner:
 
     # -- stages ------------------------------------------------------------------
     @contextmanager
-    def _stage(self, report: SleepReport, name: str) -> Iterator[None]:
+    def stage(self, report: SleepReport, name: str) -> Iterator[None]:
         self.progress(name)
         began = time.monotonic()
         try:
@@ -137,7 +132,7 @@ class SleepRunner:
         store = self.runtime.memory
         row = self.log.get(sleep_id)
         report = SleepReport.from_json(store.unseal(f"sleep-report:{sleep_id}", row.report))
-        with self._stage(report, "wake-up"):
+        with self.stage(report, "wake-up"):
             if row.stage == state.VERIFIED:
                 self._commit(row, report)
             self.log.advance(sleep_id, state.SHREDDING)
@@ -159,7 +154,7 @@ class SleepRunner:
         store, database = self.runtime.memory, self.runtime.database
         model = self.runtime.require_model()
         held_out = store.unseal(f"sleep-probes:{row.id}", row.probes)
-        expert_dir = self._expert_dir(row.id)
+        expert_dir = self.expert_dir_of(row.id)
         rank = json.loads((expert_dir / PEFT_DIR / "adapter_config.json").read_text())["r"]
         with database.transaction():
             cursor = database.execute(
@@ -188,10 +183,10 @@ class SleepRunner:
             )
 
     # -- crash recovery ----------------------------------------------------------------
-    def _expert_dir(self, sleep_id: int) -> Path:
+    def expert_dir_of(self, sleep_id: int) -> Path:
         return self.experts_dir / f"night-{sleep_id}"
 
-    def _staging_dir(self, sleep_id: int) -> Path:
+    def staging_dir_of(self, sleep_id: int) -> Path:
         return self.experts_dir / f".staging-{sleep_id}"
 
     def _recover(self) -> SleepReport | None:
@@ -236,7 +231,7 @@ class Night:
     def learn(self) -> tuple[Path | None, list[list[str]]]:
         """(the verified expert's directory, its held-out [question, answer] pairs) or
         (None, []) with the reason in the report."""
-        stage, report, options = self.runner._stage, self.report, self.runner.options
+        stage, report, options = self.runner.stage, self.report, self.runner.options
         model = self.runtime.require_model()
         learned = self.runtime.experts.active(model.name)
         self.settings = distill.DistillSettings(
@@ -400,12 +395,12 @@ class Night:
         from assistant.lora_gguf import write_gguf_lora
 
         runner, sleep_id = self.runner, self.report.sleep_id
-        staging = runner._staging_dir(sleep_id)
+        staging = runner.staging_dir_of(sleep_id)
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(mode=0o700)
         backend.save_expert(staging / PEFT_DIR)
         write_gguf_lora(staging / PEFT_DIR, read_config(hf_dir), staging / GGUF_FILE)
-        final = runner._expert_dir(sleep_id)
+        final = runner.expert_dir_of(sleep_id)
         os.replace(staging, final)
         return final
 

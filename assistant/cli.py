@@ -283,6 +283,201 @@ def sleep_status(as_json: bool) -> None:
         click.echo(status.describe())
 
 
+def _verdict(runtime):
+    from assistant.sleep.policy import Sensors, evaluate
+
+    return evaluate(runtime.config, runtime.database, runtime.paths.data_dir, Sensors())
+
+
+@sleep.command("why")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def sleep_why(as_json: bool) -> None:
+    """Would `sleep auto` sleep now? Each condition, its value, and whether it holds."""
+    verdict = _verdict(_runtime())
+    click.echo(json.dumps(verdict.to_dict(), indent=2) if as_json else verdict.describe())
+
+
+AUTO_LOG = "sleep-auto.log"
+
+
+@sleep.command("auto")
+def sleep_auto() -> None:
+    """What the scheduled job runs: sleep if every condition holds, else exit quietly.
+
+    The reason is appended to sleep-auto.log in the data directory (conditions and
+    counts only, never what was said).
+    """
+    from datetime import datetime
+
+    from assistant.sleep.runner import SleepRunner
+
+    runtime = _runtime()
+    verdict = _verdict(runtime)
+    log = runtime.paths.data_dir / AUTO_LOG
+    stamp = datetime.now().astimezone().isoformat(timespec="seconds")
+    if not verdict.holds:
+        with log.open("a") as handle:
+            handle.write(f"{stamp} not sleeping: {', '.join(verdict.blockers)}\n")
+        return
+    with log.open("a") as handle:
+        handle.write(f"{stamp} sleeping\n")
+    report = SleepRunner(runtime, progress=lambda line: None).run()
+    with log.open("a") as handle:
+        handle.write(f"{stamp} sleep {report.sleep_id}: {report.outcome}\n")
+
+
+@sleep.group("schedule", cls=_Group)
+def sleep_schedule() -> None:
+    """The per-user job that runs `sleep auto` through the night (systemd, launchd, Windows)."""
+
+
+def _schedule(action: str) -> None:
+    from assistant.sleep.policy import NightWindow
+    from assistant.sleep.schedule import Scheduler
+
+    window = NightWindow.parse(_runtime().config.sleep_window)
+    for line in getattr(Scheduler(), action)(window):
+        click.echo(line)
+
+
+@sleep_schedule.command("install")
+def schedule_install() -> None:
+    """Install (or refresh) the job for the configured night window."""
+    _schedule("install")
+
+
+@sleep_schedule.command("remove")
+def schedule_remove() -> None:
+    """Unregister the job and delete its files."""
+    _schedule("remove")
+
+
+@sleep_schedule.command("show")
+def schedule_show() -> None:
+    """What is installed and when it next runs."""
+    _schedule("show")
+
+
+@cli.command()
+def doctor() -> None:
+    """What works on this machine: sensors, key store, backends and devices, the job."""
+    from assistant.doctor import diagnose
+
+    for line in diagnose(_runtime()):
+        click.echo(line)
+
+
+@cli.group(cls=_Group)
+def adapters() -> None:
+    """See, export, reset and import what the assistant learned (its LoRA experts)."""
+
+
+def _size(num_bytes: int) -> str:
+    return f"{num_bytes / 1e6:.1f} MB" if num_bytes >= 1e5 else f"{num_bytes / 1e3:.1f} kB"
+
+
+@adapters.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def adapters_list(as_json: bool) -> None:
+    """Every expert of the active model, with a short summary of what it holds."""
+    from assistant.adapters.manage import describe
+
+    runtime = _runtime()
+    model = runtime.require_model()
+    rows = [describe(runtime, e) for e in runtime.experts.list(model.name)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"{model.name} has learned nothing yet (no experts).")
+    for row in rows:
+        night = f"night {row['night']}" if row["night"] is not None else row["origin"]
+        click.echo(
+            f"#{row['id']}  {night}  rank {row['rank']}  scale {row['scale']:g}"
+            f"  {_size(row['size_bytes'])}  {row['status']}\n    {row['summary']}"
+        )
+
+
+@adapters.command("show")
+@click.argument("expert_id", type=int)
+def adapters_show(expert_id: int) -> None:
+    """Everything about one expert, as JSON."""
+    from assistant.adapters.manage import describe
+
+    runtime = _runtime()
+    expert = runtime.experts.get(runtime.require_model().name, expert_id)
+    click.echo(json.dumps(describe(runtime, expert), indent=2))
+
+
+@adapters.command("export")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option(
+    "--format", "fmt", type=click.Choice(["peft", "gguf", "mlx"]), default="peft", show_default=True
+)
+@click.option("--merge/--each", default=True, help="One adapter holding all experts (default).")
+@click.option("--rank", type=int, help="Compress to this rank by truncated SVD.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def adapters_export(out: str, fmt: str, merge: bool, rank: int | None, yes: bool, as_json: bool):
+    """Write the learned experts to OUT as a PEFT, GGUF (llama.cpp, Ollama) or MLX adapter."""
+    from pathlib import Path
+
+    from assistant.adapters import EXPORT_WARNING
+    from assistant.adapters.manage import export
+
+    click.echo(f"Warning: {EXPORT_WARNING}", err=True)
+    if not yes:
+        click.confirm("Export anyway?", abort=True)
+    results = export(_runtime(), Path(out), fmt, each=not merge, rank=rank)
+    if as_json:
+        rows = [{**vars(r), "path": str(r.path)} for r in results]
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for result in results:
+        experts = ", ".join(f"#{i}" for i in result.experts)
+        line = f"Wrote {result.path} ({fmt}, rank {result.rank}, experts {experts})"
+        if result.errors:
+            worst = max(result.errors, key=result.errors.get)
+            line += (
+                f"; relative error per layer: max {result.errors[worst]:.3g} ({worst}),"
+                f" mean {sum(result.errors.values()) / len(result.errors):.3g}"
+            )
+        click.echo(line)
+
+
+@adapters.command("reset")
+@click.argument("expert_ids", nargs=-1, type=int)
+@click.option("--all", "everything", is_flag=True, help="Forget every expert of the model.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def adapters_reset(expert_ids: tuple[int, ...], everything: bool, yes: bool) -> None:
+    """Forget experts: their files, registry rows and kept probe sets are deleted."""
+    from assistant.adapters.manage import reset
+
+    if bool(expert_ids) == everything:
+        raise click.UsageError("Name expert ids, or pass --all (not both).")
+    what = "every expert" if everything else ", ".join(f"#{i}" for i in expert_ids)
+    if not yes:
+        click.confirm(f"Forget {what}? This cannot be undone.", abort=True)
+    removed = reset(_runtime(), expert_ids, everything=everything)
+    click.echo(
+        f"Forgot {', '.join(f'#{i}' for i in removed)}." if removed else "Nothing to forget."
+    )
+
+
+@adapters.command("import")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.option("--scale", default=1.0, show_default=True, help="How strongly chat applies it.")
+@click.option("--trust-base", is_flag=True, help="Accept an adapter naming another base model.")
+def adapters_import(directory: str, scale: float, trust_base: bool) -> None:
+    """Add a PEFT LoRA adapter trained elsewhere on the same base model as an expert."""
+    from pathlib import Path
+
+    from assistant.adapters.manage import import_adapter
+
+    expert = import_adapter(_runtime(), Path(directory), scale, trust_base=trust_base)
+    click.echo(f"Imported as expert #{expert.id} (rank {expert.rank}, scale {expert.scale:g}).")
+
+
 @cli.group(cls=_Group)
 def bench() -> None:
     """Benchmarks that print JSON (see also bench/ in the source tree)."""

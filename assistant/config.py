@@ -24,6 +24,11 @@ class Config:
     sleep_min_recall: float = 0.8
     sleep_min_retention: float = 0.8
     sleep_max_anchor_divergence: float = 0.1
+    # Automatic sleep (assistant.sleep.policy): when `sleep auto` may start on its own.
+    sleep_window: str = "01:00-06:00"  # local time; may wrap past midnight
+    sleep_min_idle_minutes: float = 15.0
+    sleep_min_turns: int = 10  # enough messages waiting...
+    sleep_max_wait_hours: float = 24.0  # ...or any message waiting this long
 
     @classmethod
     def load(cls, path: Path) -> Config:

@@ -114,6 +114,12 @@ def m003_sleep(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration
+def m004_adapter_origin(db: sqlite_utils.Database) -> None:
+    # 'sleep' for experts a night learned; 'import:<folder>' for adapters brought in.
+    db.execute("ALTER TABLE experts ADD COLUMN origin TEXT NOT NULL DEFAULT 'sleep'")
+
+
 class Database:
     """A thread-safe handle on the SQLite file with the settings privacy needs.
 

@@ -6,6 +6,7 @@ by hand), so conversion needs neither torch nor the model class.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from collections.abc import Iterator
@@ -72,11 +73,16 @@ def architecture_of(config: dict) -> Architecture:
     return ARCHITECTURES[config["architectures"][0]]
 
 
-def read_safetensors(path: Path) -> Iterator[tuple[str, np.ndarray]]:
-    """Yield (name, float array) for every tensor in one safetensors file, memory-mapped."""
+def _header(path: Path) -> tuple[int, dict]:
+    """(length of the JSON header, the header) of one safetensors file."""
     with open(path, "rb") as handle:
         (header_len,) = struct.unpack("<Q", handle.read(8))
-        header = json.loads(handle.read(header_len))
+        return header_len, json.loads(handle.read(header_len))
+
+
+def read_safetensors(path: Path) -> Iterator[tuple[str, np.ndarray]]:
+    """Yield (name, float array) for every tensor in one safetensors file, memory-mapped."""
+    header_len, header = _header(path)
     data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + header_len)
     for name, info in header.items():
         if name == "__metadata__":
@@ -94,6 +100,39 @@ def read_safetensors(path: Path) -> Iterator[tuple[str, np.ndarray]]:
 def iter_weights(model_dir: Path) -> Iterator[tuple[str, np.ndarray]]:
     for path in sorted(Path(model_dir).glob("*.safetensors")):
         yield from read_safetensors(path)
+
+
+def weight_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape, read from the safetensors headers alone."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for path in sorted(Path(model_dir).glob("*.safetensors")):
+        _, header = _header(path)
+        shapes.update(
+            (name, tuple(info["shape"])) for name, info in header.items() if name != "__metadata__"
+        )
+    return shapes
+
+
+FINGERPRINT_SAMPLES = 64  # evenly spaced 4 KiB reads per weights file
+
+
+def base_fingerprint(model_dir: Path) -> str:
+    """A short hash that tells base models apart without reading every byte.
+
+    It covers each weights file's header (names, shapes, dtypes) and 64 evenly
+    spaced 4 KiB samples of its data: a fine-tune or a merged LoRA changes
+    nearly every weight, so two bases with the same shapes still differ.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(Path(model_dir).glob("*.safetensors")):
+        header_len, header = _header(path)
+        digest.update(json.dumps(header, sort_keys=True).encode())
+        size = path.stat().st_size - 8 - header_len
+        with open(path, "rb") as handle:
+            for i in range(FINGERPRINT_SAMPLES):
+                handle.seek(8 + header_len + size * i // FINGERPRINT_SAMPLES)
+                digest.update(handle.read(4096))
+    return digest.hexdigest()[:16]
 
 
 def source_dtype(config: dict) -> str:

@@ -56,23 +56,35 @@ def effective_alpha(adapter_config: dict) -> float:
 
 def write_gguf_lora(adapter_dir: Path, base_config: dict, out_path: Path) -> Path:
     """Convert the PEFT adapter in ``adapter_dir`` for the base model with ``base_config``."""
-    import gguf
-
     adapter_config, modules = read_peft_adapter(adapter_dir)
     if adapter_config.get("rank_pattern") or adapter_config.get("alpha_pattern"):
         raise ModelError("Adapters with per-layer rank or alpha patterns are not supported.")
+    for module, pair in modules.items():
+        if set(pair) != {"A", "B"}:
+            raise ModelError(f"Adapter layer {module} lacks its A or B matrix.")
+    pairs = {module: (pair["A"], pair["B"]) for module, pair in modules.items()}
+    return write_gguf_tensors(pairs, effective_alpha(adapter_config), base_config, out_path)
+
+
+def write_gguf_tensors(
+    pairs: dict[str, tuple[np.ndarray, np.ndarray]],
+    alpha: float,
+    base_config: dict,
+    out_path: Path,
+) -> Path:
+    """Write {hf_module: (A, B)} as a GGUF LoRA whose update is ``alpha / rank * B @ A``."""
+    import gguf
+
     names = WeightNames(base_config)
     tmp_path = Path(out_path).with_suffix(".partial")
     writer = gguf.GGUFWriter(tmp_path, names.arch.gguf_name)
     writer.add_string("general.type", "adapter")
     writer.add_string("adapter.type", "lora")
-    writer.add_float32("adapter.lora.alpha", effective_alpha(adapter_config))
-    for module, pair in sorted(modules.items()):
-        if set(pair) != {"A", "B"}:
-            raise ModelError(f"Adapter layer {module} lacks its A or B matrix.")
+    writer.add_float32("adapter.lora.alpha", alpha)
+    for module, (lora_a, lora_b) in sorted(pairs.items()):
         base_name = names.gguf_name(f"{module}.weight")
-        writer.add_tensor(f"{base_name}.lora_a", np.ascontiguousarray(pair["A"]))
-        lora_b = names.fix_rows(base_name, pair["B"])
+        writer.add_tensor(f"{base_name}.lora_a", np.ascontiguousarray(lora_a, np.float32))
+        lora_b = names.fix_rows(base_name, np.asarray(lora_b, np.float32))
         writer.add_tensor(f"{base_name}.lora_b", np.ascontiguousarray(lora_b))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

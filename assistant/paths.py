@@ -50,6 +50,11 @@ class Paths:
         return self.data_dir / "experts"
 
     @property
+    def sleep_lock(self) -> Path:
+        """Held by whatever changes the experts: a sleep, a reset, an import."""
+        return self.data_dir / "sleep.lock"
+
+    @property
     def key_file(self) -> Path:
         """Only used when the user explicitly chose a key file over keychain/passphrase."""
         return self.config_dir / "master.key"

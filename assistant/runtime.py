@@ -48,10 +48,16 @@ class Runtime:
             raise NoModelError("No model is registered yet.")
         return model
 
+    def expert_specs(self) -> list[ExpertSpec]:
+        """Every committed expert of the active model, as chat applies it."""
+        model = self.require_model()
+        return [ExpertSpec(e.gguf_path, e.scale) for e in self.experts.active(model.name)]
+
     def load_engine(self) -> ChatEngine:
         """The active model with every committed expert applied at its scale."""
-        model = self.require_model()
-        experts = [ExpertSpec(e.gguf_path, e.scale) for e in self.experts.active(model.name)]
         return ChatEngine(
-            model.gguf_path, experts, n_ctx=self.config.n_ctx, n_threads=self.config.threads
+            self.require_model().gguf_path,
+            self.expert_specs(),
+            n_ctx=self.config.n_ctx,
+            n_threads=self.config.threads,
         )

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,26 +19,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from assistant.errors import AssistantError
+from assistant.experts import GGUF_FILE, PEFT_DIR
+from assistant.faults import crash_point
 from assistant.prompting import chat_messages
 from assistant.runtime import Runtime
 from assistant.sleep import distill, probes, state
 from assistant.sleep.report import CONSOLIDATED, KEPT, NOTHING_TO_DO, SleepReport
 from assistant.sleep.verify import Thresholds, agreement, judge
 
-PEFT_DIR, GGUF_FILE = "peft", "expert.gguf"
 # Room left after the teacher's notes for a probe question and its answer.
 QUESTION_ROOM_TOKENS = 64
 BATCH_SIZE = 8
 # Share of the budget training may use; the rest is verification and wake-up.
 TRAINING_SHARE = 0.8
-# Test-only fault injection: ASSISTANT_SLEEP_CRASH_AT=<point> SIGKILLs the process there,
-# so crash-safety tests kill it at an exact point instead of racing a timer.
-CRASH_ENV = "ASSISTANT_SLEEP_CRASH_AT"
-
-
-def _crash_point(name: str) -> None:
-    if os.environ.get(CRASH_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(frozen=True)
@@ -68,7 +60,8 @@ class SleepRunner:
         """One sleep (or the completion of an interrupted one). Raises SleepBusyError if
         another sleep holds the lock."""
         self.experts_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with state.SleepLock(self.runtime.paths.data_dir / "sleep.lock"):
+        with state.SleepLock(self.runtime.paths.sleep_lock):
+            self.runtime.experts.finish_removals()
             finished = self._recover()
             self._remove_orphans()
             if finished is not None:
@@ -96,14 +89,14 @@ class SleepRunner:
         if expert_dir is None:
             report.outcome = KEPT
             return self._finish_without_commit(report)
-        _crash_point("files-written")
+        crash_point("files-written")
         self.log.advance(
             sleep_id,
             state.VERIFIED,
             report=store.seal(f"sleep-report:{sleep_id}", report.to_json()),
             probes=store.seal(f"sleep-probes:{sleep_id}", json.dumps(held_out).encode()),
         )
-        _crash_point("verified")
+        crash_point("verified")
         return self._wake(sleep_id)
 
     # -- stages ------------------------------------------------------------------
@@ -138,7 +131,7 @@ class SleepRunner:
             self.log.advance(sleep_id, state.SHREDDING)
             for epoch_id in row.epochs:
                 store.delete_epoch(epoch_id)
-                _crash_point("shredding")
+                crash_point("shredding")
         report.outcome = CONSOLIDATED
         self.log.advance(
             sleep_id,
@@ -157,19 +150,13 @@ class SleepRunner:
         expert_dir = self.expert_dir_of(row.id)
         rank = json.loads((expert_dir / PEFT_DIR / "adapter_config.json").read_text())["r"]
         with database.transaction():
-            cursor = database.execute(
-                "INSERT INTO experts (model_name, level, scale, status, peft_dir, gguf_path,"
-                " created_at, sleep_id, rank) VALUES (?, 1, 1.0, 'active', ?, ?, ?, ?, ?)",
-                [
-                    model.name,
-                    str(expert_dir / PEFT_DIR),
-                    str(expert_dir / GGUF_FILE),
-                    state.now(),
-                    row.id,
-                    rank,
-                ],
+            expert_id = self.runtime.experts.add(
+                model.name,
+                expert_dir,
+                rank,
+                sleep_id=row.id,
+                created_at=state.now(),
             )
-            expert_id = int(cursor.lastrowid)
             database.execute(
                 "INSERT INTO expert_probes (expert_id, sealed) VALUES (?, ?)",
                 [expert_id, store.seal(f"expert-probes:{expert_id}", held_out)],
@@ -288,7 +275,7 @@ class Night:
         lessons, held_out = [], []
         for i, chunk in enumerate(chunks):
             questions = [self._questions_about(backend, note) for note in chunk]
-            _crash_point("probes")
+            crash_point("probes")
             chunk_probes = probes.split_probes(chunk, questions, self.runner.options.seed + i)
             examples = [self._example(chunk, q) for q in chunk_probes.train]
             lessons += distill.knowledge_lessons(
@@ -318,7 +305,7 @@ class Night:
         return self.engine.detokenize(tokens).strip()
 
     def _on_step(self, step: int, steps: int, loss: float) -> None:
-        _crash_point("training")
+        crash_point("training")
         if step % 10 == 0 or step == steps:
             self.runner.progress(f"N3 training: step {step}/{steps}, loss {loss:.4f}")
 

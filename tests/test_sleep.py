@@ -174,7 +174,7 @@ def test_a_verification_that_cannot_pass_keeps_every_turn(model_home: Path) -> N
 
 
 def _sleep_process(home: Path, crash_at: str | None = None) -> subprocess.CompletedProcess:
-    from assistant.sleep.runner import CRASH_ENV
+    from assistant.faults import CRASH_ENV
 
     env = {**os.environ, "ASSISTANT_HOME": str(home)}
     env.pop(CRASH_ENV, None)

@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Iterable
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -16,10 +16,13 @@ from textual.widgets import Footer, Header, Label, ListItem, ListView, Markdown,
 from assistant.errors import AssistantError
 from assistant.memory import validate_message
 from assistant.runtime import Runtime
+from assistant.sleep.sensors import Heartbeat
+from assistant.tui.adapters import AdaptersScreen
 from assistant.tui.screens import NoModelScreen
 from assistant.tui.widgets import MessageView, PromptInput
 
 UI_FLUSH_SECONDS = 0.03
+HEARTBEAT_SECONDS = 20
 
 
 class AssistantApp(App):
@@ -29,6 +32,7 @@ class AssistantApp(App):
         Binding("escape", "stop_reply", "Stop reply"),
         Binding("ctrl+n", "new_conversation", "New chat"),
         Binding("ctrl+y", "copy_message", "Copy message"),
+        Binding("f2", "adapters", "What I learned"),
     ]
 
     def __init__(self, runtime: Runtime, demo_preset: str = "full") -> None:
@@ -39,6 +43,14 @@ class AssistantApp(App):
         self.session = None
         self._stop = threading.Event()
         self._replying = False
+
+    def _beat(self) -> None:
+        self.heartbeat.beat()
+        self._last_beat = time.monotonic()
+
+    def on_key(self, event: events.Key) -> None:
+        if time.monotonic() - self._last_beat >= 1.0:
+            self._beat()
 
     # -- layout ---------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -54,6 +66,10 @@ class AssistantApp(App):
         yield Footer()
 
     def on_mount(self) -> None:
+        # A running sleep watches this to wake up; `sleep auto` waits until it goes quiet.
+        self.heartbeat = Heartbeat(self.runtime.paths.data_dir)
+        self._beat()
+        self.set_interval(HEARTBEAT_SECONDS, self._beat)
         if self.runtime.models.active() is None:
             self.push_screen(NoModelScreen(self.demo_preset), lambda _: self._load_engine())
         else:
@@ -68,7 +84,7 @@ class AssistantApp(App):
             self.runtime.memory  # noqa: B018 - unlock in the worker, not the UI thread
             report = unseen_report(self.runtime)
         except AssistantError as error:
-            self.call_from_thread(self._show_error, error)
+            self.call_from_thread(self.show_error, error)
             return
         self.call_from_thread(self._engine_ready, engine, report)
 
@@ -135,6 +151,7 @@ class AssistantApp(App):
     # -- replying ------------------------------------------------------------
     @on(PromptInput.Submitted)
     def _send(self, event: PromptInput.Submitted) -> None:
+        self._beat()
         if self._replying or self.session is None:
             self.notify("Wait for the reply to finish (Esc stops it).", severity="warning")
             return
@@ -142,7 +159,7 @@ class AssistantApp(App):
             validate_message(event.text)
         except AssistantError as error:
             self.query_one(PromptInput).text = event.text  # give it back to edit, not lost
-            self._show_error(error)
+            self.show_error(error)
             return
         messages = self.query_one("#messages", VerticalScroll)
         reply = MessageView("assistant")
@@ -176,7 +193,7 @@ class AssistantApp(App):
         try:
             self.session.respond(text, on_piece=show, should_stop=self._stop.is_set)
         except AssistantError as error:
-            self.call_from_thread(self._show_error, error)
+            self.call_from_thread(self.show_error, error)
         finally:
             flush()
             self.call_from_thread(stream.stop)
@@ -190,7 +207,13 @@ class AssistantApp(App):
         self._refresh_sidebar()
         self._refresh_status()
 
-    def _show_error(self, error: AssistantError) -> None:
+    def reload_experts(self) -> None:
+        """Apply the experts the registry now lists (after a reset or an import)."""
+        if self.engine is not None:
+            self.engine.set_experts(self.runtime.expert_specs())
+            self._refresh_status()
+
+    def show_error(self, error: AssistantError) -> None:
         message = str(error) + (f"\n{error.hint}" if error.hint else "")
         self.notify(message, title="Error", severity="error", timeout=10)
 
@@ -202,6 +225,12 @@ class AssistantApp(App):
         if self.engine is not None and not self._replying:
             self._open_conversation(None)
             self.query_one(PromptInput).focus()
+
+    def action_adapters(self) -> None:
+        if self._replying:
+            self.notify("Wait for the reply to finish (Esc stops it).", severity="warning")
+            return
+        self.push_screen(AdaptersScreen())
 
     def action_copy_message(self) -> None:
         focused = self.focused if isinstance(self.focused, MessageView) else None
@@ -221,6 +250,9 @@ class AssistantApp(App):
         yield SystemCommand("Stop reply", "Stop the reply being written", self.action_stop_reply)
         yield SystemCommand(
             "Copy message", "Copy the selected (or last) reply", self.action_copy_message
+        )
+        yield SystemCommand(
+            "What I learned", "List, export or forget the learned experts", self.action_adapters
         )
         yield SystemCommand(
             "Switch conversation",

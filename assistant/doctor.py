@@ -1,0 +1,66 @@
+"""`assistant doctor`: what works on this machine, each line saying where it was read from.
+
+Package versions come from their metadata (no import); only the training
+frameworks that are installed are imported, to list their devices.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+
+from assistant.runtime import Runtime
+
+
+def _sensor_lines(runtime: Runtime) -> Iterator[str]:
+    from assistant.sleep.sensors import Heartbeat, read_idle_seconds, read_power
+
+    power = read_power()
+    state = {True: "on external power", False: "on battery", None: "UNKNOWN"}[power.value]
+    yield f"power sensor: {state} ({power.source}: {power.detail})"
+    idle = read_idle_seconds()
+    yield (
+        f"idle sensor: {idle.value / 60:.0f} min idle ({idle.source})"
+        if idle.known
+        else f"idle sensor: UNKNOWN ({idle.source}: {idle.detail}); the chat app's activity is used"
+    )
+    beat = Heartbeat(runtime.paths.data_dir).seconds_since()
+    yield f"chat app heartbeat: {beat.detail or f'{beat.value:.0f} s ago'}"
+
+
+def _backend_lines() -> Iterator[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for package in ("llama-cpp-python", "torch", "peft", "transformers", "mlx", "mlx-lm"):
+        try:
+            yield f"{package}: {version(package)}"
+        except PackageNotFoundError:
+            yield f"{package}: not installed"
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        devices = ["cpu"]
+        if torch.cuda.is_available():
+            devices += [f"cuda ({torch.cuda.get_device_name(0)})"]
+        if torch.backends.mps.is_available():
+            devices.append("mps")
+        yield f"training devices (torch): {', '.join(devices)}"
+    if importlib.util.find_spec("mlx") is not None:
+        import mlx.core as mx
+
+        yield f"MLX default device: {mx.default_device()}"
+
+
+def diagnose(runtime: Runtime) -> list[str]:
+    from assistant.keys import current_source
+    from assistant.sleep.policy import NightWindow
+    from assistant.sleep.schedule import Scheduler
+
+    lines = list(_sensor_lines(runtime))
+    lines.append(f"key store: {current_source(runtime.database) or 'not set up yet'}")
+    model = runtime.models.active()
+    lines.append(f"model: {model.name if model else 'none registered'}")
+    lines += list(_backend_lines())
+    window = NightWindow.parse(runtime.config.sleep_window)
+    lines += [f"scheduled job: {line}" for line in Scheduler().show(window)]
+    return lines

@@ -309,21 +309,32 @@ def sleep_auto() -> None:
     """
     from datetime import datetime
 
-    from assistant.sleep.runner import SleepRunner
+    from assistant.sleep.policy import Sensors, Watch
+    from assistant.sleep.runner import SleepOptions, SleepRunner
+    from assistant.sleep.state import SleepBusyError
 
     runtime = _runtime()
     verdict = _verdict(runtime)
-    log = runtime.paths.data_dir / AUTO_LOG
-    stamp = datetime.now().astimezone().isoformat(timespec="seconds")
+
+    def log(line: str) -> None:
+        stamp = datetime.now().astimezone().isoformat(timespec="seconds")
+        with (runtime.paths.data_dir / AUTO_LOG).open("a") as handle:
+            handle.write(f"{stamp} {line}\n")
+
     if not verdict.holds:
-        with log.open("a") as handle:
-            handle.write(f"{stamp} not sleeping: {', '.join(verdict.blockers)}\n")
+        log(f"not sleeping: {', '.join(verdict.blockers)}")
         return
-    with log.open("a") as handle:
-        handle.write(f"{stamp} sleeping\n")
-    report = SleepRunner(runtime, progress=lambda line: None).run()
-    with log.open("a") as handle:
-        handle.write(f"{stamp} sleep {report.sleep_id}: {report.outcome}\n")
+    log("sleeping")
+    watch = Watch(runtime.config, runtime.paths.data_dir, Sensors())
+    try:
+        report = SleepRunner(runtime, SleepOptions(should_stop=watch), lambda _: None).run()
+    except SleepBusyError:
+        log("not sleeping: another sleep is running")
+        return
+    log(
+        f"sleep {report.sleep_id}: {report.outcome}"
+        + (f" ({report.reason})" if report.reason else "")
+    )
 
 
 @sleep.group("schedule", cls=_Group)

@@ -11,6 +11,7 @@ and says so.
 from __future__ import annotations
 
 import re
+import time as _time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, timezone
@@ -176,6 +177,45 @@ def evaluate(config: Config, database: Database, data_dir: Path, sensors: Sensor
     else:
         conditions.append(Condition("rested", "not slept since the window opened", True))
     return Verdict(conditions)
+
+
+CHECK_SECONDS = 30.0  # how often a running automatic sleep re-reads power, window and idle
+BACK_SECONDS = 60.0  # OS idle time below this during a sleep means the person came back
+
+
+class Watch:
+    """Asked by a running automatic sleep between units of work: a reason to stop, or None.
+
+    The chat app's heartbeat is checked on every call (one ``stat``), so opening
+    the app wakes the assistant at once; the sensors are read every ~30 s.
+    """
+
+    def __init__(
+        self, config: Config, data_dir: Path, sensors: Sensors, interval: float = CHECK_SECONDS
+    ) -> None:
+        self.interval = interval
+        self.window = NightWindow.parse(config.sleep_window)
+        self.heartbeat = Heartbeat(data_dir)
+        self.sensors = sensors
+        self.started = _time.time()
+        self.checked = _time.monotonic()
+
+    def __call__(self) -> str | None:
+        last_beat = self.heartbeat.last()
+        if last_beat is not None and last_beat > self.started:
+            return "the chat app was opened"
+        if _time.monotonic() - self.checked < self.interval:
+            return None
+        self.checked = _time.monotonic()
+        power = self.sensors.power()
+        if power.value is not True:
+            return "the power was unplugged" if power.value is False else "power state unknown"
+        if not self.window.contains(self.sensors.now().time()):
+            return "the night window ended"
+        idle = self.sensors.idle()
+        if idle.known and idle.value < BACK_SECONDS:
+            return "you came back"
+        return None
 
 
 def _minutes(seconds: float) -> str:

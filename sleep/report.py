@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 CONSOLIDATED = "consolidated"  # expert committed, raw turns shredded
 KEPT = "kept"  # verification failed or nothing to learn: every turn kept for the next night
 NOTHING_TO_DO = "nothing to do"
+INTERRUPTED = "interrupted"  # stopped when its conditions ended: every turn kept, redone next time
 
 
 @dataclass
@@ -58,6 +59,11 @@ class SleepReport:
         minutes = self.seconds / 60
         if self.outcome == NOTHING_TO_DO:
             return "Nothing new to learn: no conversations since the last sleep."
+        if self.outcome == INTERRUPTED:
+            return (
+                f"I stopped sleeping after {minutes:.1f} min ({self.reason}); your"
+                f" {self.turns} messages wait for the next sleep."
+            )
         if self.outcome == KEPT:
             return (
                 f"I slept {minutes:.1f} min but kept your {self.turns} messages for next time:"

@@ -24,7 +24,7 @@ from assistant.faults import crash_point
 from assistant.prompting import chat_messages
 from assistant.runtime import Runtime
 from assistant.sleep import distill, probes, state
-from assistant.sleep.report import CONSOLIDATED, KEPT, NOTHING_TO_DO, SleepReport
+from assistant.sleep.report import CONSOLIDATED, INTERRUPTED, KEPT, NOTHING_TO_DO, SleepReport
 from assistant.sleep.verify import Thresholds, agreement, judge
 
 # Room left after the teacher's notes for a probe question and its answer.
@@ -34,12 +34,18 @@ BATCH_SIZE = 8
 TRAINING_SHARE = 0.8
 
 
+class SleepInterrupted(Exception):
+    """Raised inside the night when its conditions end; ``str()`` is the reason."""
+
+
 @dataclass(frozen=True)
 class SleepOptions:
     budget_minutes: float | None = None  # None: the config's
     backend: str = "auto"
     device: str = "auto"
     seed: int = 0
+    # Asked between units of work; a reason (str) stops the night, None goes on.
+    should_stop: Callable[[], str | None] = lambda: None
 
 
 Progress = Callable[[str], None]
@@ -85,7 +91,11 @@ class SleepRunner:
             report.outcome = NOTHING_TO_DO
             return self._finish_without_commit(report)
         night = Night(self, report, turns, deadline=started + budget * 60 * TRAINING_SHARE)
-        expert_dir, held_out = night.learn()
+        try:
+            expert_dir, held_out = night.learn()
+        except SleepInterrupted as stop:
+            report.outcome, report.reason = INTERRUPTED, str(stop)
+            return self._finish_without_commit(report)
         if expert_dir is None:
             report.outcome = KEPT
             return self._finish_without_commit(report)
@@ -284,8 +294,14 @@ class Night:
             held_out += [(chunk, q) for q in chunk_probes.held_out]
         return lessons, held_out
 
+    def _check_stop(self) -> None:
+        reason = self.runner.options.should_stop()
+        if reason:
+            raise SleepInterrupted(reason)
+
     def _questions_about(self, backend, note: str) -> list[str]:
         """Questions the model itself writes about one note (SEAL-style self-generated probes)."""
+        self._check_stop()
         request = self._messages_tokens(probes.questions_request(note))
         listing = backend.generate(request, self.settings.max_answer_tokens)
         return probes.parse_questions(self.engine.detokenize(listing))
@@ -306,6 +322,7 @@ class Night:
 
     def _on_step(self, step: int, steps: int, loss: float) -> None:
         crash_point("training")
+        self._check_stop()
         if step % 10 == 0 or step == steps:
             self.runner.progress(f"N3 training: step {step}/{steps}, loss {loss:.4f}")
 

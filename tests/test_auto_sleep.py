@@ -277,3 +277,20 @@ def test_install_is_idempotent_and_remove_leaves_no_file(tmp_path: Path, platfor
     scheduler.remove(WINDOW)
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
     assert scheduler.show(WINDOW)[0].startswith("not installed")
+
+
+def test_a_running_sleep_is_told_why_to_stop(runtime) -> None:
+    from assistant.sleep.policy import Watch
+
+    def watch(**readings) -> str | None:
+        return Watch(runtime.config, runtime.paths.data_dir, _sensors(**readings), interval=0)()
+
+    assert watch() is None
+    assert watch(power=False) == "the power was unplugged"
+    assert watch(power=None) == "power state unknown"
+    assert watch(now=TONIGHT.replace(hour=7)) == "the night window ended"
+    assert watch(idle=5.0) == "you came back"
+    running = Watch(runtime.config, runtime.paths.data_dir, _sensors())
+    Heartbeat(runtime.paths.data_dir).beat()
+    os.utime(Heartbeat(runtime.paths.data_dir).path, (running.started + 1,) * 2)
+    assert running() == "the chat app was opened"  # at once, not after the 30 s interval

@@ -25,8 +25,10 @@ _PEFT_KEY = re.compile(
 )
 
 
-def read_peft_adapter(adapter_dir: Path) -> tuple[dict, dict[str, dict[str, np.ndarray]]]:
-    """Return (adapter_config, {hf_module_name: {"A": array, "B": array}})."""
+def read_peft_adapter(
+    adapter_dir: Path,
+) -> tuple[dict, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Return (adapter_config, {hf_module_name: (A, B)}), each layer checked to have both."""
     adapter_dir = Path(adapter_dir)
     config_path = adapter_dir / "adapter_config.json"
     weights_path = adapter_dir / "adapter_model.safetensors"
@@ -44,7 +46,12 @@ def read_peft_adapter(adapter_dir: Path) -> tuple[dict, dict[str, dict[str, np.n
         if not match:
             raise ModelError(f"Unsupported adapter tensor {key!r} (only Linear LoRA layers).")
         modules.setdefault(match["module"], {})[match["ab"]] = np.asarray(array, np.float32)
-    return config, modules
+    if config.get("rank_pattern") or config.get("alpha_pattern"):
+        raise ModelError("Adapters with per-layer rank or alpha patterns are not supported.")
+    for module, pair in modules.items():
+        if set(pair) != {"A", "B"}:
+            raise ModelError(f"Adapter layer {module} lacks its A or B matrix.")
+    return config, {module: (pair["A"], pair["B"]) for module, pair in modules.items()}
 
 
 def effective_alpha(adapter_config: dict) -> float:
@@ -56,13 +63,7 @@ def effective_alpha(adapter_config: dict) -> float:
 
 def write_gguf_lora(adapter_dir: Path, base_config: dict, out_path: Path) -> Path:
     """Convert the PEFT adapter in ``adapter_dir`` for the base model with ``base_config``."""
-    adapter_config, modules = read_peft_adapter(adapter_dir)
-    if adapter_config.get("rank_pattern") or adapter_config.get("alpha_pattern"):
-        raise ModelError("Adapters with per-layer rank or alpha patterns are not supported.")
-    for module, pair in modules.items():
-        if set(pair) != {"A", "B"}:
-            raise ModelError(f"Adapter layer {module} lacks its A or B matrix.")
-    pairs = {module: (pair["A"], pair["B"]) for module, pair in modules.items()}
+    adapter_config, pairs = read_peft_adapter(adapter_dir)
     return write_gguf_tensors(pairs, effective_alpha(adapter_config), base_config, out_path)
 
 

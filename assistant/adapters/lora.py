@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from assistant.errors import ModelError
 from assistant.lora_gguf import read_peft_adapter
 
 
@@ -45,16 +44,9 @@ def peft_scaling(adapter_config: dict) -> float:
 
 def read_update(peft_dir: Path, scale: float = 1.0) -> Update:
     """A PEFT adapter with its own scaling and ``scale`` (the expert's) folded into B."""
-    config, modules = read_peft_adapter(peft_dir)
-    if config.get("rank_pattern") or config.get("alpha_pattern"):
-        raise ModelError("Adapters with per-layer rank or alpha patterns are not supported.")
-    factor = peft_scaling(config) * scale
-    pairs = {}
-    for module, pair in modules.items():
-        if set(pair) != {"A", "B"}:
-            raise ModelError(f"Adapter layer {module} lacks its A or B matrix.")
-        pairs[module] = (pair["A"], pair["B"] * np.float32(factor))
-    return Update(pairs)
+    config, pairs = read_peft_adapter(peft_dir)
+    factor = np.float32(peft_scaling(config) * scale)
+    return Update({module: (a, b * factor) for module, (a, b) in pairs.items()})
 
 
 def merge(updates: Sequence[Update], shapes: dict[str, tuple[int, ...]]) -> Update:

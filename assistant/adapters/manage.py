@@ -28,7 +28,7 @@ from assistant.sleep.state import SleepLock, now
 EXPORT_INFO = "export.json"  # next to every export: which base and experts it came from
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # PEFT options an expert cannot carry: its update would not be B @ A on every layer.
-_UNSUPPORTED = ("rank_pattern", "alpha_pattern", "layers_to_transform", "use_dora")
+_UNSUPPORTED = ("layers_to_transform", "use_dora")  # patterns: read_peft_adapter refuses
 
 
 # -- describing ---------------------------------------------------------------------
@@ -244,9 +244,7 @@ def _check_shapes(
                 " for another architecture. Nothing was imported."
             )
         out_dim, in_dim = shapes[module]
-        lora_a, lora_b = pair.get("A"), pair.get("B")
-        if lora_a is None or lora_b is None:
-            raise ModelError(f"Adapter layer {module} lacks its A or B matrix.")
+        lora_a, lora_b = pair
         if lora_a.shape != (rank, in_dim) or lora_b.shape != (out_dim, rank):
             raise ModelError(
                 f"The adapter's {module} has shapes A {lora_a.shape}, B {lora_b.shape}, but"

@@ -255,18 +255,26 @@ def sleep(
     budget_minutes: float | None,
     as_json: bool,
 ) -> None:
-    """Consolidate today's memories into a new expert, verify it, then delete the logs."""
+    """Consolidate today's memories into a new expert, verify it, then delete the logs.
+
+    Ctrl-C pauses the night at its next step; the next sleep resumes from there.
+    """
     if ctx.invoked_subcommand is not None:
         return
     if not now:
         click.echo(ctx.get_help())
         return
-    from assistant.sleep.runner import SleepOptions, SleepRunner
+    from assistant.sleep.runner import SleepOptions, SleepRunner, stop_on_signals
 
     runtime = _runtime()
     runtime.memory  # noqa: B018 - unlock (and maybe prompt) before the long work starts
-    options = SleepOptions(budget_minutes, backend, device)
-    report = SleepRunner(runtime, options, lambda line: click.echo(f"... {line}", err=True)).run()
+
+    def progress(line: str) -> None:
+        click.echo(f"... {line}", err=True)
+
+    with stop_on_signals(progress) as signalled:
+        options = SleepOptions(budget_minutes, backend, device, should_stop=signalled)
+        report = SleepRunner(runtime, options, progress).run()
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.summary())
 
 
@@ -283,58 +291,29 @@ def sleep_status(as_json: bool) -> None:
         click.echo(status.describe())
 
 
-def _verdict(runtime):
-    from assistant.sleep.policy import Sensors, evaluate
-
-    return evaluate(runtime.config, runtime.database, runtime.paths.data_dir, Sensors())
-
-
 @sleep.command("why")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def sleep_why(as_json: bool) -> None:
     """Would `sleep auto` sleep now? Each condition, its value, and whether it holds."""
-    verdict = _verdict(_runtime())
+    from assistant.sleep.policy import Sensors, evaluate
+
+    runtime = _runtime()
+    verdict = evaluate(runtime.config, runtime.database, runtime.paths.data_dir, Sensors())
     click.echo(json.dumps(verdict.to_dict(), indent=2) if as_json else verdict.describe())
-
-
-AUTO_LOG = "sleep-auto.log"
 
 
 @sleep.command("auto")
 def sleep_auto() -> None:
     """What the scheduled job runs: sleep if every condition holds, else exit quietly.
 
-    The reason is appended to sleep-auto.log in the data directory (conditions and
-    counts only, never what was said).
+    A sleep stopped by the person coming back or the power going resumes from its
+    checkpoint the next time. What happened is appended to sleep-auto.log in the data
+    directory (conditions and counts only, never what was said).
     """
-    from datetime import datetime
+    from assistant.sleep.auto import sleep_if_due
+    from assistant.sleep.policy import Sensors
 
-    from assistant.sleep.policy import Sensors, Watch
-    from assistant.sleep.runner import SleepOptions, SleepRunner
-    from assistant.sleep.state import SleepBusyError
-
-    runtime = _runtime()
-    verdict = _verdict(runtime)
-
-    def log(line: str) -> None:
-        stamp = datetime.now().astimezone().isoformat(timespec="seconds")
-        with (runtime.paths.data_dir / AUTO_LOG).open("a") as handle:
-            handle.write(f"{stamp} {line}\n")
-
-    if not verdict.holds:
-        log(f"not sleeping: {', '.join(verdict.blockers)}")
-        return
-    log("sleeping")
-    watch = Watch(runtime.config, runtime.paths.data_dir, Sensors())
-    try:
-        report = SleepRunner(runtime, SleepOptions(should_stop=watch), lambda _: None).run()
-    except SleepBusyError:
-        log("not sleeping: another sleep is running")
-        return
-    log(
-        f"sleep {report.sleep_id}: {report.outcome}"
-        + (f" ({report.reason})" if report.reason else "")
-    )
+    sleep_if_due(_runtime(), Sensors())
 
 
 @sleep.group("schedule", cls=_Group)

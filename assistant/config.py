@@ -29,6 +29,7 @@ class Config:
     sleep_min_idle_minutes: float = 15.0
     sleep_min_turns: int = 10  # enough messages waiting...
     sleep_max_wait_hours: float = 24.0  # ...or any message waiting this long
+    sleep_check_seconds: float = 30.0  # how often a running one re-reads power, window, idle
 
     @classmethod
     def load(cls, path: Path) -> Config:

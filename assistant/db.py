@@ -120,6 +120,13 @@ def m004_adapter_origin(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE experts ADD COLUMN origin TEXT NOT NULL DEFAULT 'sleep'")
 
 
+@migration
+def m005_sleep_checkpoint(db: sqlite_utils.Database) -> None:
+    # A paused night's checkpoint: its file name and encryption key, sealed under the master
+    # key. Set to NULL when the night ends, which crypto-shreds the file.
+    db.execute("ALTER TABLE sleeps ADD COLUMN checkpoint BLOB")
+
+
 class Database:
     """A thread-safe handle on the SQLite file with the settings privacy needs.
 

@@ -50,6 +50,11 @@ class Paths:
         return self.data_dir / "experts"
 
     @property
+    def checkpoints_dir(self) -> Path:
+        """A paused sleep's work, encrypted (see ``assistant.sleep.checkpoint``)."""
+        return self.data_dir / "checkpoints"
+
+    @property
     def sleep_lock(self) -> Path:
         """Held by whatever changes the experts: a sleep, a reset, an import."""
         return self.data_dir / "sleep.lock"
@@ -76,6 +81,7 @@ class Paths:
             "database": str(self.database),
             "models": str(self.models_dir),
             "experts": str(self.experts_dir),
+            "sleep checkpoints": str(self.checkpoints_dir),
             "config file": str(self.config_file),
             "key file (if chosen)": str(self.key_file),
         }

@@ -98,6 +98,14 @@ class Backend(Protocol):
         """Next-token logits after ``tokens`` (float32, full vocabulary)."""
         ...
 
+    def training_state(self) -> bytes:
+        """The new expert's weights and optimizer state, for a checkpoint."""
+        ...
+
+    def restore_training_state(self, state: bytes) -> None:
+        """Continue from ``training_state``'s bytes as if training had never stopped."""
+        ...
+
     def save_expert(self, out_dir: Path) -> Path:
         """Write the new expert as a PEFT adapter directory (the interchange format)."""
         ...

@@ -8,6 +8,7 @@ scale to zero rather than swapping adapters, so both views share one model.
 
 from __future__ import annotations
 
+import io
 import shutil
 import tempfile
 import warnings
@@ -95,8 +96,10 @@ class TorchBackend:
         for param_name, param in model.named_parameters():
             param.requires_grad = f".{NEW}." in param_name
         self.model = model.to(self.device).eval()
-        self._trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self._optimizer = torch.optim.AdamW(self._trainable, lr=1e-4, weight_decay=0.0)
+        self._new_params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+        self._optimizer = torch.optim.AdamW(
+            list(self._new_params.values()), lr=1e-4, weight_decay=0.0
+        )
 
     # -- the two views -----------------------------------------------------------
     @contextmanager
@@ -217,7 +220,7 @@ class TorchBackend:
         total_tokens = sum(len(lesson.answer) for lesson in lessons)
         loss = self._kl_sum(lessons) / total_tokens
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self._trainable, 1.0)
+        torch.nn.utils.clip_grad_norm_(self._new_params.values(), 1.0)
         self._optimizer.step()
         self._optimizer.zero_grad(set_to_none=True)
         self.model.eval()
@@ -227,6 +230,25 @@ class TorchBackend:
         with self._torch.no_grad():
             total = self._kl_sum(lessons).item()
         return total / sum(len(lesson.answer) for lesson in lessons)
+
+    def training_state(self) -> bytes:
+        buffer = io.BytesIO()
+        self._torch.save(
+            {
+                "expert": {n: p.detach().cpu() for n, p in self._new_params.items()},
+                "optimizer": self._optimizer.state_dict(),
+            },
+            buffer,
+        )
+        return buffer.getvalue()
+
+    def restore_training_state(self, state: bytes) -> None:
+        # weights_only: plain tensors and containers, never arbitrary objects.
+        saved = self._torch.load(io.BytesIO(state), map_location=self.device, weights_only=True)
+        with self._torch.no_grad():
+            for name, param in self._new_params.items():
+                param.copy_(saved["expert"][name])
+        self._optimizer.load_state_dict(saved["optimizer"])
 
     def save_expert(self, out_dir: Path) -> Path:
         """PEFT writes a named adapter into a subfolder; it is moved to ``out_dir``."""

@@ -10,6 +10,7 @@ unrelated to the day alone.
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -123,11 +124,22 @@ def knowledge_lessons(
     )
 
 
-@dataclass
-class TrainResult:
-    steps: int = 0
-    tokens: int = 0
-    loss: float | None = None
+def batch_at(step: int, lessons: int, anchors: int, batch_size: int, seed: int) -> list[int]:
+    """Indices of step ``step``'s batch: lessons (shuffled passes), then anchors (as
+    ``lessons + j``). A function of its arguments alone, so a resumed night trains on
+    exactly the batches the uninterrupted one would have."""
+    picked = []
+    for position in range(step * batch_size, (step + 1) * batch_size):
+        epoch, offset = divmod(position, lessons)
+        picked.append(_pass_order(seed, epoch, lessons)[offset])
+    extra = min(max(1, batch_size // 4), anchors) if anchors else 0
+    step_rng = random.Random(f"{seed}/anchors/{step}")
+    return picked + [lessons + j for j in step_rng.sample(range(anchors), extra)]
+
+
+@functools.lru_cache(maxsize=4)
+def _pass_order(seed: int, epoch: int, lessons: int) -> tuple[int, ...]:
+    return tuple(random.Random(f"{seed}/pass/{epoch}").sample(range(lessons), lessons))
 
 
 def train(
@@ -140,25 +152,21 @@ def train(
     batch_size: int,
     deadline: float,
     seed: int,
-    on_step: Callable[[int, int, float], None] = lambda *_: None,
-) -> TrainResult:
-    """Shuffled passes over the lessons, each batch topped up with anchors, until ``steps``
-    or the monotonic ``deadline``. A linear decay to zero keeps the last steps gentle."""
-    result = TrainResult()
+    start_step: int = 0,
+    on_step: Callable[[int, float, int], None] = lambda *_: None,
+) -> float | None:
+    """Steps ``start_step`` .. ``steps`` over shuffled passes of the lessons, each batch
+    topped up with anchors, until done or the monotonic ``deadline``; returns the last loss.
+    A linear decay to zero keeps the last steps gentle. ``on_step(steps done, loss, batch
+    tokens)`` follows each step, and may raise to stop after it."""
+    loss = None
     if not lessons:
-        return result
-    rng = random.Random(seed)
-    order: list[Lesson] = []
-    anchors_per_batch = max(1, batch_size // 4) if anchors else 0
-    for step in range(steps):
+        return loss
+    pool = [*lessons, *anchors]
+    for step in range(start_step, steps):
         if time.monotonic() >= deadline:
             break
-        while len(order) < batch_size:
-            order += rng.sample(list(lessons), len(lessons))
-        batch, order = order[:batch_size], order[batch_size:]
-        batch += rng.sample(list(anchors), min(anchors_per_batch, len(anchors)))
-        result.loss = backend.train_step(batch, learning_rate * (1 - step / steps))
-        result.steps += 1
-        result.tokens += sum(len(lesson.prompt) + len(lesson.answer) for lesson in batch)
-        on_step(step + 1, steps, result.loss)
-    return result
+        batch = [pool[i] for i in batch_at(step, len(lessons), len(anchors), batch_size, seed)]
+        loss = backend.train_step(batch, learning_rate * (1 - step / steps))
+        on_step(step + 1, loss, sum(len(lesson.prompt) + len(lesson.answer) for lesson in batch))
+    return loss

@@ -21,8 +21,9 @@ from assistant.config import Config
 from assistant.db import Database
 from assistant.errors import AssistantError
 from assistant.sleep import sensors
+from assistant.sleep.report import INTERRUPTED
 from assistant.sleep.sensors import Heartbeat, Reading
-from assistant.sleep.state import ABANDONED
+from assistant.sleep.state import ABANDONED, DONE
 
 
 @dataclass(frozen=True)
@@ -157,8 +158,8 @@ def evaluate(config: Config, database: Database, data_dir: Path, sensors: Sensor
     )
 
     last = database.execute(
-        "SELECT MAX(finished_at) FROM sleeps WHERE outcome IS NOT NULL AND outcome != ?",
-        [ABANDONED],
+        "SELECT MAX(finished_at) FROM sleeps WHERE stage = ? AND outcome NOT IN (?, ?)",
+        [DONE, ABANDONED, INTERRUPTED],
     ).fetchone()[0]
     opened = window.opened(now)
     slept_tonight = last is not None and _parse_utc(last) >= opened
@@ -179,7 +180,6 @@ def evaluate(config: Config, database: Database, data_dir: Path, sensors: Sensor
     return Verdict(conditions)
 
 
-CHECK_SECONDS = 30.0  # how often a running automatic sleep re-reads power, window and idle
 BACK_SECONDS = 60.0  # OS idle time below this during a sleep means the person came back
 
 
@@ -187,13 +187,12 @@ class Watch:
     """Asked by a running automatic sleep between units of work: a reason to stop, or None.
 
     The chat app's heartbeat is checked on every call (one ``stat``), so opening
-    the app wakes the assistant at once; the sensors are read every ~30 s.
+    the app wakes the assistant at once; the sensors are read every
+    ``sleep_check_seconds`` (30 s by default).
     """
 
-    def __init__(
-        self, config: Config, data_dir: Path, sensors: Sensors, interval: float = CHECK_SECONDS
-    ) -> None:
-        self.interval = interval
+    def __init__(self, config: Config, data_dir: Path, sensors: Sensors) -> None:
+        self.interval = config.sleep_check_seconds
         self.window = NightWindow.parse(config.sleep_window)
         self.heartbeat = Heartbeat(data_dir)
         self.sensors = sensors

@@ -39,6 +39,7 @@ class SleepReport:
     train_tokens: int = 0
     final_loss: float | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    resumable: bool = False  # interrupted with a checkpoint the next run goes on from
 
     @property
     def seconds(self) -> float:
@@ -60,9 +61,14 @@ class SleepReport:
         if self.outcome == NOTHING_TO_DO:
             return "Nothing new to learn: no conversations since the last sleep."
         if self.outcome == INTERRUPTED:
+            then = (
+                "I will pick up where I stopped"
+                if self.resumable
+                else "they wait for the next sleep"
+            )
             return (
                 f"I stopped sleeping after {minutes:.1f} min ({self.reason}); your"
-                f" {self.turns} messages wait for the next sleep."
+                f" {self.turns} messages are safe and {then}."
             )
         if self.outcome == KEPT:
             return (

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,6 +26,7 @@ from assistant.faults import crash_point
 from assistant.prompting import chat_messages
 from assistant.runtime import Runtime
 from assistant.sleep import distill, probes, state
+from assistant.sleep.checkpoint import PROBES, TRAINING, Checkpoints, NightState
 from assistant.sleep.report import CONSOLIDATED, INTERRUPTED, KEPT, NOTHING_TO_DO, SleepReport
 from assistant.sleep.verify import Thresholds, agreement, judge
 
@@ -36,6 +39,37 @@ TRAINING_SHARE = 0.8
 
 class SleepInterrupted(Exception):
     """Raised inside the night when its conditions end; ``str()`` is the reason."""
+
+
+SIGNAL_REASONS = {
+    signal.SIGINT: "you pressed Ctrl-C",
+    signal.SIGTERM: "the system asked it to stop",
+}
+
+
+@contextmanager
+def stop_on_signals(notice: Callable[[str], None]) -> Iterator[Callable[[], str | None]]:
+    """Ctrl-C or SIGTERM (a scheduler or logout stopping the job) pauses the night at its
+    next check instead of killing it mid-step; a second Ctrl-C stops at once. Yields a
+    ``should_stop``. Outside the main thread, where Python cannot take signals, it never
+    asks to stop."""
+    received: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+
+    def handle(signum: int, frame: object) -> None:
+        if received and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        received.append(SIGNAL_REASONS[signum])
+        notice("pausing at the next step; the next sleep resumes from there")
+
+    previous = {signum: signal.signal(signum, handle) for signum in SIGNAL_REASONS}
+    try:
+        yield lambda: received[0] if received else None
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @dataclass(frozen=True)
@@ -59,43 +93,66 @@ class SleepRunner:
         self.options = options
         self.progress = progress
         self.log = state.SleepLog(runtime.database)
+        self.checkpoints = Checkpoints(
+            runtime.paths.checkpoints_dir, runtime.database, runtime.memory
+        )
         self.experts_dir = runtime.paths.experts_dir
 
     # -- the whole night ---------------------------------------------------------
     def run(self) -> SleepReport:
-        """One sleep (or the completion of an interrupted one). Raises SleepBusyError if
-        another sleep holds the lock."""
+        """One sleep (or the completion or resumption of an interrupted one). Raises
+        SleepBusyError if another sleep holds the lock."""
         self.experts_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         with state.SleepLock(self.runtime.paths.sleep_lock):
             self.runtime.experts.finish_removals()
-            finished = self._recover()
+            finished, paused = self._recover()
             self._remove_orphans()
+            self.checkpoints.remove_unreferenced()
             if finished is not None:
                 return finished
-            return self._sleep()
+            return self._sleep(self._resumable(paused) if paused else None)
 
-    def _sleep(self) -> SleepReport:
+    def _sleep(self, resumed: tuple[state.SleepRow, NightState] | None) -> SleepReport:
         store, config = self.runtime.memory, self.runtime.config
         budget = self.options.budget_minutes
         budget = config.sleep_budget_minutes if budget is None else budget
         started = time.monotonic()
-        sleep_id = self.log.start()
-        report = SleepReport(sleep_id)
-        with self.stage(report, "N1 transition"):
-            store.seal_epoch()
-            epochs = store.sealed_epochs()
-            self.log.advance(sleep_id, state.LEARNING, epochs=epochs)
-            turns = store.unconsolidated(epochs)
-            report.epochs, report.turns = epochs, len(turns)
+        if resumed:
+            row, night_state = resumed
+            sleep_id, epochs = row.id, row.epochs
+            report = SleepReport.from_json(night_state.report)
+            self.log.advance(sleep_id, state.LEARNING, outcome=None, finished_at=None)
+            self.progress(
+                f"resuming sleep {sleep_id}: {night_state.stage}, step {night_state.step}"
+            )
+        else:
+            sleep_id = self.log.start()
+            report = SleepReport(sleep_id)
+            with self.stage(report, "N1 transition"):
+                store.seal_epoch()
+                epochs = store.sealed_epochs()
+                self.log.advance(sleep_id, state.LEARNING, epochs=epochs)
+        turns = store.unconsolidated(epochs)
+        report.epochs, report.turns = epochs, len(turns)
         if not turns:
             report.outcome = NOTHING_TO_DO
             return self._finish_without_commit(report)
-        night = Night(self, report, turns, deadline=started + budget * 60 * TRAINING_SHARE)
+        night = Night(
+            self,
+            report,
+            turns,
+            deadline=started + budget * 60 * TRAINING_SHARE,
+            resumed=resumed[1] if resumed else None,
+        )
         try:
             expert_dir, held_out = night.learn()
         except SleepInterrupted as stop:
             report.outcome, report.reason = INTERRUPTED, str(stop)
-            return self._finish_without_commit(report)
+            report.resumable = night.checkpointed
+            return self._finish_without_commit(
+                report, state.PAUSED if night.checkpointed else state.DONE
+            )
+        self.checkpoints.discard(sleep_id)
         if expert_dir is None:
             report.outcome = KEPT
             return self._finish_without_commit(report)
@@ -121,10 +178,10 @@ class SleepRunner:
                 report.stage_seconds.get(name, 0.0) + time.monotonic() - began, 3
             )
 
-    def _finish_without_commit(self, report: SleepReport) -> SleepReport:
+    def _finish_without_commit(self, report: SleepReport, stage: str = state.DONE) -> SleepReport:
         self.log.advance(
             report.sleep_id,
-            state.DONE,
+            stage,
             outcome=report.outcome,
             report=self.runtime.memory.seal(f"sleep-report:{report.sleep_id}", report.to_json()),
         )
@@ -186,16 +243,36 @@ class SleepRunner:
     def staging_dir_of(self, sleep_id: int) -> Path:
         return self.experts_dir / f".staging-{sleep_id}"
 
-    def _recover(self) -> SleepReport | None:
-        """Finish a sleep killed after verification; close one killed before it."""
-        finished = None
+    def _recover(self) -> tuple[SleepReport | None, state.SleepRow | None]:
+        """Finish a sleep killed after verification; close one killed before it; return
+        (the finished one's report, the paused one to resume)."""
+        finished = paused = None
         for row in self.log.unfinished():
             if row.stage in (state.VERIFIED, state.COMMITTED, state.SHREDDING):
                 self.progress(f"finishing the sleep interrupted at {row.stage!r}")
                 finished = self._wake(row.id)
+            elif row.stage == state.PAUSED and paused is None:
+                paused = row
             else:
-                self.log.advance(row.id, state.DONE, outcome=state.ABANDONED)
-        return finished
+                self._abandon(row.id)
+        return finished, paused
+
+    def _abandon(self, sleep_id: int) -> None:
+        """Close a night that cannot go on; its epochs are untouched, so nothing is lost."""
+        self.checkpoints.discard(sleep_id)
+        self.log.advance(sleep_id, state.DONE, outcome=state.ABANDONED)
+
+    def _resumable(self, row: state.SleepRow) -> tuple[state.SleepRow, NightState] | None:
+        """A paused night's checkpoint, if it is whole and made on today's model and experts."""
+        night_state = self.checkpoints.load(row.id)
+        model = self.runtime.require_model()
+        experts = [e.id for e in self.runtime.experts.active(model.name)]
+        if night_state is None or (night_state.model, night_state.experts) != (model.name, experts):
+            why = "unreadable" if night_state is None else "the model or its experts changed"
+            self.progress(f"sleep {row.id} cannot resume ({why}); starting over")
+            self._abandon(row.id)
+            return None
+        return row, night_state
 
     def _remove_orphans(self) -> None:
         """Delete expert directories no registry row points to (from a run killed mid-way)."""
@@ -216,21 +293,30 @@ class Night:
     writes the verified expert's files."""
 
     def __init__(
-        self, runner: SleepRunner, report: SleepReport, turns: list, deadline: float
+        self,
+        runner: SleepRunner,
+        report: SleepReport,
+        turns: list,
+        deadline: float,
+        resumed: NightState | None = None,
     ) -> None:
         self.runner = runner
         self.runtime = runner.runtime
         self.report = report
         self.turns = turns
         self.deadline = deadline
+        self.night = resumed  # the night so far; a fresh one is made in ``learn``
         self.config = self.runtime.config
+        self.checkpointed = False
 
     def learn(self) -> tuple[Path | None, list[list[str]]]:
         """(the verified expert's directory, its held-out [question, answer] pairs) or
-        (None, []) with the reason in the report."""
+        (None, []) with the reason in the report. Raises SleepInterrupted after saving
+        a checkpoint when the night's conditions end."""
         stage, report, options = self.runner.stage, self.report, self.runner.options
         model = self.runtime.require_model()
         learned = self.runtime.experts.active(model.name)
+        night = self.night = self.night or NightState(model.name, [e.id for e in learned])
         self.settings = distill.DistillSettings(
             self.config.sleep_max_answer_tokens, seed=options.seed
         )
@@ -239,30 +325,45 @@ class Night:
             chunks = self._chunks(model.gguf_path)
         with stage(report, "N3 load"):
             backend = _load_backend(model.hf_dir, learned, options, self.config.sleep_rank)
-        with stage(report, "N3 probes"):
-            lessons, held_out = self._knowledge(backend, chunks)
-            report.notes = sum(map(len, chunks))
-            report.lessons, report.held_out = len(lessons), len(held_out)
-            anchors = self._anchor_lessons(backend, learned, chunks)
-            # KL to a top-k target is not zero even untrained (the mass outside the top k):
-            # verification bounds how much training adds to it.
-            anchor_baseline = backend.divergence(anchors) if anchors else 0.0
-        with stage(report, "N3 training"):
-            result = distill.train(
-                backend,
-                lessons,
-                anchors,
-                steps=self.config.sleep_steps,
-                learning_rate=self.config.sleep_learning_rate,
-                batch_size=BATCH_SIZE,
-                deadline=self.deadline,
-                seed=options.seed,
-                on_step=self._on_step,
-            )
-            report.train_steps, report.train_tokens = result.steps, result.tokens
-            report.final_loss = None if result.loss is None else round(result.loss, 5)
+            if night.backend:
+                backend.restore_training_state(night.backend)
+        try:
+            if night.stage == PROBES:
+                with stage(report, "N3 probes"):
+                    self._knowledge(backend, chunks)
+                    report.notes = sum(map(len, chunks))
+                    report.lessons, report.held_out = len(night.lessons), len(night.held_out)
+                    night.anchors = self._anchor_lessons(backend, learned, chunks)
+                    # KL to a top-k target is not zero even untrained (the mass outside the
+                    # top k): verification bounds how much training adds to it.
+                    night.anchor_baseline = (
+                        backend.divergence(night.anchors) if night.anchors else 0.0
+                    )
+                    night.stage = TRAINING
+            with stage(report, "N3 training"):
+                loss = distill.train(
+                    backend,
+                    night.lessons,
+                    night.anchors,
+                    steps=self.config.sleep_steps,
+                    learning_rate=self.config.sleep_learning_rate,
+                    batch_size=BATCH_SIZE,
+                    deadline=self.deadline,
+                    seed=options.seed,
+                    start_step=night.step,
+                    on_step=self._on_step,
+                )
+        except SleepInterrupted:
+            night.backend, night.report = backend.training_state(), report.to_json()
+            self.runner.checkpoints.save(report.sleep_id, night)
+            self.checkpointed = True
+            raise
+        report.train_steps, report.train_tokens = night.step, night.train_tokens
+        report.final_loss = None if loss is None else round(loss, 5)
         with stage(report, "verify"):
-            checked, verdict = self._verify(backend, held_out, anchors, anchor_baseline, learned)
+            checked, verdict = self._verify(
+                backend, night.held_out, night.anchors, night.anchor_baseline, learned
+            )
         if not verdict.passed:
             report.reason = verdict.reason
             return None, []
@@ -280,19 +381,20 @@ class Night:
         notes = probes.day_notes(self.turns)
         return probes.chunk_notes(notes, lambda chunk: len(self._prompt(chunk, "")) <= room)
 
-    def _knowledge(self, backend, chunks: list[list[str]]) -> tuple[list, list]:
-        """N3 probes: (lessons to train on, (chunk, question) pairs held out to verify)."""
-        lessons, held_out = [], []
-        for i, chunk in enumerate(chunks):
+    def _knowledge(self, backend, chunks: list[list[str]]) -> None:
+        """N3 probes, chunk by chunk (where a resumed night goes on): lessons to train on,
+        and (chunk, question) pairs held out to verify."""
+        night = self.night
+        for i, chunk in enumerate(chunks[night.chunks_done :], night.chunks_done):
             questions = [self._questions_about(backend, note) for note in chunk]
             crash_point("probes")
             chunk_probes = probes.split_probes(chunk, questions, self.runner.options.seed + i)
             examples = [self._example(chunk, q) for q in chunk_probes.train]
-            lessons += distill.knowledge_lessons(
+            night.lessons += distill.knowledge_lessons(
                 backend, examples, self.engine.end_of_turn, self.settings
             )
-            held_out += [(chunk, q) for q in chunk_probes.held_out]
-        return lessons, held_out
+            night.held_out += [(chunk, q) for q in chunk_probes.held_out]
+            night.chunks_done = i + 1
 
     def _check_stop(self) -> None:
         reason = self.runner.options.should_stop()
@@ -320,11 +422,14 @@ class Night:
         tokens = backend.generate(prompt, self.settings.max_answer_tokens, student=student)
         return self.engine.detokenize(tokens).strip()
 
-    def _on_step(self, step: int, steps: int, loss: float) -> None:
+    def _on_step(self, step: int, loss: float, tokens: int) -> None:
+        self.night.step = step
+        self.night.train_tokens += tokens
         crash_point("training")
-        self._check_stop()
+        steps = self.config.sleep_steps
         if step % 10 == 0 or step == steps:
             self.runner.progress(f"N3 training: step {step}/{steps}, loss {loss:.4f}")
+        self._check_stop()
 
     # -- anchors and verification ---------------------------------------------------------
     def _earlier_probes(self, learned) -> list[list[str]]:

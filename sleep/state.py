@@ -4,13 +4,16 @@ Stages, in order (each is recorded before the work that depends on it):
 
 ``collecting``  the open epoch is sealed (high-water mark) and the epochs to consolidate recorded
 ``learning``    N2 + N3 + verification run in RAM; nothing durable but a staged directory
+``paused``      stopped when its conditions ended (outcome ``interrupted``); its encrypted
+                checkpoint waits, and the next run resumes from it
 ``verified``    the expert's files are complete at their final path and passed verification
 ``committed``   the expert's registry row and probe set exist (one transaction with this stage)
 ``shredding``   the consolidated epochs are being deleted
 ``done``        finished; ``outcome`` says how
 
 A crash before ``verified`` loses nothing (the epochs are untouched) and the
-next run starts over; from ``verified`` on, the next run finishes the job.
+next run starts over (or resumes a paused night); from ``verified`` on, the
+next run finishes the job.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ from pathlib import Path
 from assistant.db import Database
 from assistant.errors import AssistantError
 
-COLLECTING, LEARNING, VERIFIED, COMMITTED, SHREDDING, DONE = (
+COLLECTING, LEARNING, PAUSED, VERIFIED, COMMITTED, SHREDDING, DONE = (
     "collecting",
     "learning",
+    "paused",
     "verified",
     "committed",
     "shredding",
@@ -86,14 +90,15 @@ class SleepLog:
         return self._rows("WHERE stage != ? ORDER BY id", [DONE])
 
     def last_finished(self) -> SleepRow | None:
-        rows = self._rows("WHERE stage = ? ORDER BY id DESC LIMIT 1", [DONE])
+        """The last sleep that ended, done or paused."""
+        rows = self._rows("WHERE finished_at IS NOT NULL ORDER BY id DESC LIMIT 1", [])
         return rows[0] if rows else None
 
     def advance(self, sleep_id: int, stage: str, **columns: object) -> None:
         """Set the stage (and any other columns) of a sleep in one statement."""
         if "epochs" in columns:
             columns["epochs"] = json.dumps(columns["epochs"])
-        if stage == DONE:
+        if stage in (DONE, PAUSED):
             columns["finished_at"] = now()
         sets = ", ".join(f"{name} = ?" for name in ["stage", *columns])
         self.database.execute(
@@ -125,3 +130,12 @@ class SleepLock:
 
     def __exit__(self, *exc: object) -> None:
         self._lock.release()
+
+
+def sleep_running(lock_path: Path) -> bool:
+    """Whether a sleep (or a reset or import) holds the lock right now."""
+    try:
+        with SleepLock(lock_path):
+            return False
+    except SleepBusyError:
+        return True

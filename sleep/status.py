@@ -14,7 +14,7 @@ class SleepStatus:
     pending_turns: int
     last: SleepReport | None
     last_finished_at: str | None
-    interrupted: bool  # a sleep was killed mid-way; the next one finishes or restarts it
+    interrupted: bool  # a sleep was stopped mid-way; the next one finishes, resumes or redoes it
 
     def to_dict(self) -> dict:
         return {
@@ -27,7 +27,7 @@ class SleepStatus:
     def describe(self) -> str:
         lines = [f"Messages waiting for the next sleep: {self.pending_turns}."]
         if self.interrupted:
-            lines.append("A sleep was interrupted; the next one will finish or redo it.")
+            lines.append("A sleep was interrupted; the next one will finish or resume it.")
         if self.last is None:
             lines.append("No sleep yet. Run `assistant sleep --now` to consolidate now.")
         else:
@@ -49,9 +49,11 @@ def _last_report(runtime: Runtime) -> tuple[SleepRow | None, SleepReport | None]
 def unseen_report(runtime: Runtime) -> SleepReport | None:
     """The last night's report if the chat app has not shown it yet (then marked shown)."""
     row, report = _last_report(runtime)
-    if report is None or runtime.database.get_meta(SHOWN_META_KEY) == str(row.id):
+    # A paused night ends twice (paused, then done): each ending is shown once.
+    ending = f"{row.id}@{row.finished_at}" if row else ""
+    if report is None or runtime.database.get_meta(SHOWN_META_KEY) == ending:
         return None
-    runtime.database.set_meta(SHOWN_META_KEY, str(row.id))
+    runtime.database.set_meta(SHOWN_META_KEY, ending)
     return report
 
 

@@ -9,6 +9,7 @@ import plistlib
 import shutil
 import subprocess
 import xml.etree.ElementTree as ElementTree
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -164,10 +165,17 @@ def test_pressure_and_having_slept_tonight(runtime) -> None:
     assert evaluate(*args, _sensors()).holds  # few, but waiting longer than a day
 
     slept_at = (TONIGHT - timedelta(minutes=30)).astimezone(timezone.utc).isoformat()
-    runtime.database.execute(
-        "INSERT INTO sleeps (started_at, finished_at, stage, outcome) VALUES (?, ?, ?, ?)",
-        [slept_at, slept_at, "done", "kept"],
-    )
+
+    def slept(stage: str, outcome: str) -> None:
+        runtime.database.execute(
+            "INSERT INTO sleeps (started_at, finished_at, stage, outcome) VALUES (?, ?, ?, ?)",
+            [slept_at, slept_at, stage, outcome],
+        )
+
+    slept("paused", "interrupted")  # stopped half-way: not a night's sleep, resumed later
+    slept("done", "interrupted")
+    assert evaluate(*args, _sensors()).holds
+    slept("done", "kept")
     verdict = evaluate(*args, _sensors())
     assert verdict.blockers == ["rested"] and "0 new messages since" in verdict.describe()
     _tell(runtime, 1)  # a new message after that sleep: new pressure
@@ -282,8 +290,10 @@ def test_install_is_idempotent_and_remove_leaves_no_file(tmp_path: Path, platfor
 def test_a_running_sleep_is_told_why_to_stop(runtime) -> None:
     from assistant.sleep.policy import Watch
 
+    every_call = replace(runtime.config, sleep_check_seconds=0)
+
     def watch(**readings) -> str | None:
-        return Watch(runtime.config, runtime.paths.data_dir, _sensors(**readings), interval=0)()
+        return Watch(every_call, runtime.paths.data_dir, _sensors(**readings))()
 
     assert watch() is None
     assert watch(power=False) == "the power was unplugged"

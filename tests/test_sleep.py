@@ -13,7 +13,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -229,41 +228,3 @@ def test_a_killed_sleep_resumes_without_loss_or_leftovers(model_home: Path, poin
     assert _count(model_home, "turns") == 0 and _count(model_home, "epochs") == 0
     assert sorted(p.name for p in (model_home / "data" / "experts").iterdir()) == experts
     assert _files_mentioning(model_home, ("Zorblax", "Quixotic")) == []
-
-
-@pytest.mark.slow
-def test_the_chat_heartbeat_wakes_an_automatic_sleep(model_home: Path) -> None:
-    from assistant.sleep.sensors import Heartbeat
-
-    _configure(
-        model_home,
-        {
-            "sleep_window": "00:00-00:00",  # all day
-            "sleep_min_idle_minutes": 0,
-            "sleep_min_turns": 1,
-            "sleep_steps": 100_000,  # far more than it gets to run
-            "sleep_budget_minutes": 30,
-        },
-    )
-    _tell("My dog is called Rex.", "My sister lives in Lisbon.")
-    env = {**os.environ, "ASSISTANT_HOME": str(model_home)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "assistant", "sleep", "auto"], env=env, stderr=subprocess.PIPE
-    )
-    try:
-        while _count(model_home, "sleeps") == 0:
-            assert process.poll() is None, process.stderr.read()
-            time.sleep(0.2)
-        time.sleep(1.0)
-        Heartbeat(model_home / "data").beat()  # the chat app opens
-        assert process.wait(timeout=60) == 0, process.stderr.read()
-    finally:
-        process.kill()
-    with _db(model_home) as conn:
-        assert conn.execute("SELECT stage, outcome FROM sleeps").fetchall() == [
-            ("done", "interrupted")
-        ]
-    assert _count(model_home, "turns") == 4 and _count(model_home, "experts") == 0
-    assert list((model_home / "data" / "experts").iterdir()) == []
-    log = (model_home / "data" / "sleep-auto.log").read_text()
-    assert "interrupted (the chat app was opened)" in log

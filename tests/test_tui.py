@@ -131,7 +131,69 @@ async def test_the_next_start_shows_the_night_report_once_and_loads_the_expert(m
         app = AssistantApp(Runtime())
         async with app.run_test(size=(120, 40)) as pilot:
             await ready(pilot)
+            await pilot.pause(0.3)  # a notification arrives as a message of its own
             titles = [n.title for n in app._notifications]
             assert ("While you were away" in titles) is first_start
             assert "experts: 1" in status_text(app)
             assert "unconsolidated memories: 0" in status_text(app)
+
+
+@pytest.mark.slow
+async def test_opening_the_app_wakes_a_sleep_and_says_so(model_home):
+    """The heartbeat from the app's start stops an automatic sleep within a step; the app
+    is usable meanwhile, and says how the sleep ended once it has."""
+    import json
+    import os
+    import sqlite3
+    import subprocess
+    import sys
+
+    from click.testing import CliRunner
+
+    from assistant.cli import cli
+
+    (model_home / "config").mkdir(exist_ok=True)
+    (model_home / "config" / "config.json").write_text(
+        json.dumps(
+            {
+                "sleep_window": "00:00-00:00",  # all day
+                "sleep_min_idle_minutes": 0,
+                "sleep_min_turns": 1,
+                "sleep_steps": 100_000,  # far more than it gets to run
+                "sleep_budget_minutes": 30,
+            }
+        )
+    )
+    for message in ("My dog is called Rex.", "My sister lives in Lisbon."):
+        assert CliRunner().invoke(cli, ["chat", "--once", message]).exit_code == 0
+    database = model_home / "data" / "assistant.db"
+
+    def sleeps() -> list[tuple[str, str | None]]:
+        with sqlite3.connect(database) as conn:
+            return conn.execute("SELECT stage, outcome FROM sleeps").fetchall()
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "assistant", "sleep", "auto"],
+        env={**os.environ, "ASSISTANT_HOME": str(model_home)},
+        stderr=subprocess.PIPE,
+    )
+    try:
+        while sleeps() != [("learning", None)]:
+            assert process.poll() is None, process.stderr.read()
+            await asyncio.sleep(0.2)
+        app = AssistantApp(Runtime())
+        async with app.run_test(size=(120, 40)) as pilot:
+            await ready(pilot)
+            titles = lambda: [n.title for n in app._notifications]  # noqa: E731
+            await wait_until(pilot, lambda: "While you were away" in titles())
+            assert "Waking up" in titles()
+            report = next(n for n in app._notifications if n.title == "While you were away")
+            assert "pick up where I stopped" in report.message
+        assert process.wait(timeout=60) == 0, process.stderr.read()
+    finally:
+        process.kill()
+    assert sleeps() == [("paused", "interrupted")]
+    log = (model_home / "data" / "sleep-auto.log").read_text()
+    assert "sleep 1: interrupted (the chat app was opened)" in log
+    assert list((model_home / "data" / "experts").iterdir()) == []
+    assert len(list((model_home / "data" / "checkpoints").iterdir())) == 1

@@ -16,6 +16,7 @@ from textual.widgets import Footer, Header, Label, ListItem, ListView, Markdown,
 from assistant.errors import AssistantError
 from assistant.memory import validate_message
 from assistant.runtime import Runtime
+from assistant.sleep.report import SleepReport
 from assistant.sleep.sensors import Heartbeat
 from assistant.tui.adapters import AdaptersScreen
 from assistant.tui.screens import NoModelScreen
@@ -23,6 +24,7 @@ from assistant.tui.widgets import MessageView, PromptInput
 
 UI_FLUSH_SECONDS = 0.03
 HEARTBEAT_SECONDS = 20
+AWAKE_POLL_SECONDS = 0.5
 
 
 class AssistantApp(App):
@@ -66,9 +68,20 @@ class AssistantApp(App):
         yield Footer()
 
     def on_mount(self) -> None:
-        # A running sleep watches this to wake up; `sleep auto` waits until it goes quiet.
+        from assistant.sleep.state import sleep_running
+
+        # Asked before the first beat, which wakes a running sleep (`sleep auto` then also
+        # waits until the app goes quiet).
+        self._woke_a_sleep = sleep_running(self.runtime.paths.sleep_lock)
         self.heartbeat = Heartbeat(self.runtime.paths.data_dir)
         self._beat()
+        if self._woke_a_sleep:
+            self.notify(
+                "I was sleeping to learn from our conversations and am waking up."
+                " Nothing is lost; I will finish another time.",
+                title="Waking up",
+                timeout=15,
+            )
         self.set_interval(HEARTBEAT_SECONDS, self._beat)
         if self.runtime.models.active() is None:
             self.push_screen(NoModelScreen(self.demo_preset), lambda _: self._load_engine())
@@ -88,14 +101,30 @@ class AssistantApp(App):
             return
         self.call_from_thread(self._engine_ready, engine, report)
 
-    def _engine_ready(self, engine, report=None) -> None:
+    def _engine_ready(self, engine, report: SleepReport | None) -> None:
         self.engine = engine
-        if report is not None:
-            self.notify(report.summary(), title="While you were away", timeout=30)
+        self._show_report(report)
         self._open_conversation(None)
         prompt = self.query_one(PromptInput)
         prompt.disabled = False
         prompt.focus()
+        if self._woke_a_sleep:
+            self._awake_timer = self.set_interval(AWAKE_POLL_SECONDS, self._check_awake)
+
+    def _check_awake(self) -> None:
+        """Once the sleep has stopped: apply whatever it committed and say how it ended."""
+        from assistant.sleep.state import sleep_running
+        from assistant.sleep.status import unseen_report
+
+        if sleep_running(self.runtime.paths.sleep_lock):
+            return
+        self._awake_timer.stop()
+        self.reload_experts()
+        self._show_report(unseen_report(self.runtime))
+
+    def _show_report(self, report: SleepReport | None) -> None:
+        if report is not None:
+            self.notify(report.summary(), title="While you were away", timeout=30)
 
     # -- conversations --------------------------------------------------------
     def _open_conversation(self, conversation_id: int | None) -> None:

@@ -1,0 +1,207 @@
+"""A paused night's work on disk, so the next run picks up where it stopped (DESIGN.md §9).
+
+What a night has built (lessons: token ids of the day's memories; held-out
+probes: their notes and questions; the expert's weights and optimizer state)
+is as private as the memories. Each checkpoint is encrypted with its own
+random key; that key is kept sealed in the night's ``sleeps`` row, so clearing
+the row's ``checkpoint`` crypto-shreds the file even if its blocks survive the
+unlink, as deleting an epoch's key does for its turns.
+
+A save writes a new file (temporary name, fsync, rename), then points the row
+at it, then deletes the previous one: killed at any moment, the row names a
+complete file, and files no row names are removed by the next run.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from assistant.backends.protocol import Lesson, TopK
+from assistant.db import Database
+from assistant.errors import TamperedError
+from assistant.memory import MemoryStore
+
+# Where a night stands: writing probes (``chunks_done`` of them finished) or training.
+PROBES, TRAINING = "probes", "training"
+SUFFIX = ".checkpoint"
+
+
+@dataclass
+class NightState:
+    """Everything a night needs to go on from where it stopped, and nothing it can redo."""
+
+    model: str  # the base model and the experts learned before tonight: resuming on
+    experts: list[int]  # anything else would train tonight's expert on the wrong model
+    stage: str = PROBES
+    chunks_done: int = 0
+    lessons: list[Lesson] = field(default_factory=list)
+    held_out: list[tuple[list[str], str]] = field(default_factory=list)  # (notes, question)
+    anchors: list[Lesson] = field(default_factory=list)
+    anchor_baseline: float = 0.0
+    step: int = 0  # training steps done; the batch order is a function of (seed, step)
+    train_tokens: int = 0
+    report: bytes = b"{}"  # the night's report so far (SleepReport JSON)
+    backend: bytes = b""  # the new expert and its optimizer, in the backend's own format
+
+
+def encode(state: NightState) -> bytes:
+    """One ``.npz`` (no pickle): lesson arrays, the backend's blob, the rest as JSON."""
+    meta = {
+        "model": state.model,
+        "experts": state.experts,
+        "stage": state.stage,
+        "chunks_done": state.chunks_done,
+        "held_out": state.held_out,
+        "anchor_baseline": state.anchor_baseline,
+        "step": state.step,
+        "train_tokens": state.train_tokens,
+        "report": state.report.decode(),
+    }
+    arrays = {
+        "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8),
+        "backend": np.frombuffer(state.backend, np.uint8),
+        **_lesson_arrays("lessons", state.lessons),
+        **_lesson_arrays("anchors", state.anchors),
+    }
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def decode(data: bytes) -> NightState:
+    with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+        meta = json.loads(arrays["meta"].tobytes())
+        return NightState(
+            model=meta["model"],
+            experts=meta["experts"],
+            stage=meta["stage"],
+            chunks_done=meta["chunks_done"],
+            lessons=_lessons_from(arrays, "lessons"),
+            held_out=[(list(notes), question) for notes, question in meta["held_out"]],
+            anchors=_lessons_from(arrays, "anchors"),
+            anchor_baseline=meta["anchor_baseline"],
+            step=meta["step"],
+            train_tokens=meta["train_tokens"],
+            report=meta["report"].encode(),
+            backend=arrays["backend"].tobytes(),
+        )
+
+
+def _lesson_arrays(name: str, lessons: list[Lesson]) -> dict[str, np.ndarray]:
+    """Ragged lessons as flat arrays plus lengths."""
+    k = lessons[0].targets.token_ids.shape[1] if lessons else 0
+    return {
+        f"{name}.prompt_lengths": np.array([len(x.prompt) for x in lessons], np.int64),
+        f"{name}.prompts": np.array([t for x in lessons for t in x.prompt], np.int64),
+        f"{name}.answer_lengths": np.array([len(x.answer) for x in lessons], np.int64),
+        f"{name}.answers": np.array([t for x in lessons for t in x.answer], np.int64),
+        f"{name}.token_ids": np.concatenate(
+            [x.targets.token_ids for x in lessons] or [np.zeros((0, k), np.int64)]
+        ),
+        f"{name}.logprobs": np.concatenate(
+            [x.targets.logprobs for x in lessons] or [np.zeros((0, k), np.float32)]
+        ),
+    }
+
+
+def _lessons_from(arrays, name: str) -> list[Lesson]:
+    if not len(arrays[f"{name}.answer_lengths"]):
+        return []
+    prompts = np.split(arrays[f"{name}.prompts"], np.cumsum(arrays[f"{name}.prompt_lengths"])[:-1])
+    bounds = np.cumsum(arrays[f"{name}.answer_lengths"])[:-1]
+    answers = np.split(arrays[f"{name}.answers"], bounds)
+    token_ids = np.split(arrays[f"{name}.token_ids"], bounds)
+    logprobs = np.split(arrays[f"{name}.logprobs"], bounds)
+    return [
+        Lesson(p.tolist(), a.tolist(), TopK(t, lp))
+        for p, a, t, lp in zip(prompts, answers, token_ids, logprobs, strict=True)
+    ]
+
+
+class Checkpoints:
+    """The paused nights' checkpoint files and the sealed keys in their ``sleeps`` rows."""
+
+    def __init__(self, directory: Path, database: Database, store: MemoryStore) -> None:
+        self.directory = directory
+        self.database = database
+        self.store = store
+
+    def _pointer(self, sleep_id: int) -> dict | None:
+        row = self.database.execute(
+            "SELECT checkpoint FROM sleeps WHERE id = ?", [sleep_id]
+        ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return json.loads(self.store.unseal(f"sleep-checkpoint:{sleep_id}", row[0]))
+
+    def save(self, sleep_id: int, state: NightState) -> None:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key, nonce = AESGCM.generate_key(256), os.urandom(12)
+        name = f"sleep-{sleep_id}-{os.urandom(6).hex()}{SUFFIX}"
+        sealed = nonce + AESGCM(key).encrypt(nonce, encode(state), name.encode())
+        partial = self.directory / f".{name}.partial"
+        with open(partial, "wb", opener=lambda p, f: os.open(p, f, 0o600)) as handle:
+            handle.write(sealed)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, self.directory / name)
+        previous = self._pointer(sleep_id)
+        pointer = json.dumps({"file": name, "key": key.hex()}).encode()
+        self.database.execute(
+            "UPDATE sleeps SET checkpoint = ? WHERE id = ?",
+            [self.store.seal(f"sleep-checkpoint:{sleep_id}", pointer), sleep_id],
+        )
+        if previous:
+            (self.directory / previous["file"]).unlink(missing_ok=True)
+
+    def load(self, sleep_id: int) -> NightState | None:
+        """The night's checkpoint, or None if it has none or it cannot be read back whole."""
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        try:
+            pointer = self._pointer(sleep_id)
+            if pointer is None:
+                return None
+            sealed = (self.directory / pointer["file"]).read_bytes()
+            data = AESGCM(bytes.fromhex(pointer["key"])).decrypt(
+                sealed[:12], sealed[12:], pointer["file"].encode()
+            )
+        except (OSError, InvalidTag, TamperedError):
+            return None
+        return decode(data)
+
+    def discard(self, sleep_id: int) -> None:
+        """Forget the key (crypto-shred), then delete the file."""
+        try:
+            pointer = self._pointer(sleep_id)
+        except TamperedError:
+            pointer = None
+        self.database.execute("UPDATE sleeps SET checkpoint = NULL WHERE id = ?", [sleep_id])
+        if pointer:
+            (self.directory / pointer["file"]).unlink(missing_ok=True)
+
+    def remove_unreferenced(self) -> None:
+        """Delete files no row points to (a save or a discard killed half-way)."""
+        if not self.directory.is_dir():
+            return
+        keep = set()
+        for (sleep_id,) in self.database.execute(
+            "SELECT id FROM sleeps WHERE checkpoint IS NOT NULL"
+        ).fetchall():
+            try:
+                pointer = self._pointer(sleep_id)
+            except TamperedError:
+                continue
+            keep.add(pointer["file"])
+        for entry in self.directory.iterdir():
+            if entry.name not in keep:
+                entry.unlink()

@@ -1,0 +1,322 @@
+"""A sleep stopped by its conditions checkpoints, and the next run resumes it exactly.
+
+The pieces (the sealed checkpoint, the step-addressed batch order, the
+backend's training state) are checked on their own; then a whole night is cut
+by unplugging a fabricated charger mid-training, resumed by `sleep auto`, and
+its expert compared with an uninterrupted twin's. That night runs on the tiny
+random Llama: its noisy answers change with the notes, so verification has
+questions to check and the night commits (the tiny demo preset answers every
+question alike, so it never does; the full demo takes 20 minutes to build).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from assistant.backends.protocol import Lesson, NewExpert, TopK
+from assistant.cli import cli
+from assistant.sleep import distill
+from assistant.sleep.checkpoint import PROBES, TRAINING, Checkpoints, NightState, decode, encode
+from assistant.sleep.state import SleepLog
+from tests.test_backend_torch import PREFIX
+from tests.test_backend_torch import PROBES as PROBE_SET
+
+CANARY = "Zorblax-4417"
+
+
+def _lessons(rng: np.random.Generator, count: int, k: int = 4) -> list[Lesson]:
+    lessons = []
+    for _ in range(count):
+        answer = rng.integers(0, 400, rng.integers(1, 6)).tolist()
+        targets = TopK(
+            rng.integers(0, 400, (len(answer), k)),
+            np.log(rng.dirichlet(np.ones(k), len(answer))).astype(np.float32),
+        )
+        lessons.append(Lesson(rng.integers(0, 400, rng.integers(2, 9)).tolist(), answer, targets))
+    return lessons
+
+
+def _same_lessons(a: list[Lesson], b: list[Lesson]) -> bool:
+    return len(a) == len(b) and all(
+        x.prompt == y.prompt
+        and x.answer == y.answer
+        and np.array_equal(x.targets.token_ids, y.targets.token_ids)
+        and np.array_equal(x.targets.logprobs, y.targets.logprobs)
+        for x, y in zip(a, b, strict=True)
+    )
+
+
+def _night(rng: np.random.Generator) -> NightState:
+    return NightState(
+        model="tiny",
+        experts=[3, 5],
+        stage=TRAINING,
+        chunks_done=2,
+        lessons=_lessons(rng, 7),
+        held_out=[([f"My goldfish is called {CANARY}."], "What is my goldfish called?")],
+        anchors=_lessons(rng, 3),
+        anchor_baseline=0.25,
+        step=4,
+        train_tokens=321,
+        report=b'{"sleep_id": 1}',
+        backend=rng.bytes(1000),
+    )
+
+
+def test_a_night_state_round_trips_through_its_encoding() -> None:
+    night = _night(np.random.default_rng(0))
+    again = decode(encode(night))
+    assert _same_lessons(again.lessons, night.lessons)
+    assert _same_lessons(again.anchors, night.anchors)
+    for name in ("model", "experts", "stage", "chunks_done", "held_out", "anchor_baseline"):
+        assert getattr(again, name) == getattr(night, name), name
+    assert (again.step, again.train_tokens, again.report, again.backend) == (
+        night.step,
+        night.train_tokens,
+        night.report,
+        night.backend,
+    )
+    assert decode(encode(NightState("m", []))).lessons == []
+
+
+def test_a_checkpoint_is_sealed_replaced_atomically_and_shredded_with_its_key(runtime) -> None:
+    directory = runtime.paths.checkpoints_dir
+    checkpoints = Checkpoints(directory, runtime.database, runtime.memory)
+    sleep_id = SleepLog(runtime.database).start()
+    assert checkpoints.load(sleep_id) is None
+    night = _night(np.random.default_rng(1))
+    checkpoints.save(sleep_id, night)
+    night.step = 5
+    checkpoints.save(sleep_id, night)  # a second save replaces the first file
+    (only,) = directory.iterdir()
+    assert CANARY.encode() not in only.read_bytes() and (only.stat().st_mode & 0o777) == 0o600
+    assert checkpoints.load(sleep_id).step == 5
+
+    (directory / "sleep-9-stray.checkpoint").write_bytes(b"left by a killed save")
+    checkpoints.remove_unreferenced()
+    assert list(directory.iterdir()) == [only]
+
+    sealed = bytearray(only.read_bytes())
+    sealed[-1] ^= 1
+    only.write_bytes(bytes(sealed))
+    assert checkpoints.load(sleep_id) is None  # tampered or torn: no checkpoint, start over
+
+    checkpoints.discard(sleep_id)
+    assert list(directory.iterdir()) == []
+    row = runtime.database.execute("SELECT checkpoint FROM sleeps").fetchone()
+    assert row == (None,)
+
+
+def test_the_batch_order_is_a_function_of_seed_and_step() -> None:
+    lessons, anchors, batch = 13, 5, 8
+    run = [distill.batch_at(step, lessons, anchors, batch, seed=7) for step in range(10)]
+    assert run == [distill.batch_at(step, lessons, anchors, batch, seed=7) for step in range(10)]
+    assert run != [distill.batch_at(step, lessons, anchors, batch, seed=8) for step in range(10)]
+    stream = [i for step in run for i in step if i < lessons]
+    for start in range(0, len(stream) - lessons + 1, lessons):  # each pass has every lesson once
+        assert sorted(stream[start : start + lessons]) == list(range(lessons))
+    assert all(sum(i >= lessons for i in step) == batch // 4 for step in run)
+
+
+def test_training_resumed_from_its_state_equals_training_straight_through(tiny_llama) -> None:
+    from assistant.backends.torch_backend import TorchBackend
+
+    def backend() -> TorchBackend:
+        return TorchBackend(tiny_llama, [], NewExpert(rank=4, alpha=8, seed=2), "cpu")
+
+    straight = backend()
+    targets = straight.teacher_topk(PREFIX, PROBE_SET, k=8)
+    lessons = [Lesson([1, *p.prompt], p.answer, t) for p, t in zip(PROBE_SET, targets, strict=True)]
+    settings = dict(steps=6, learning_rate=3e-2, batch_size=2, deadline=float("inf"), seed=4)
+
+    def train(model: TorchBackend, start: int = 0, stop_at: int | None = None) -> None:
+        def on_step(step: int, loss: float, tokens: int) -> None:
+            if step == stop_at:
+                raise StopIteration  # anything raised after a step stops training there
+
+        with contextlib.suppress(StopIteration):
+            distill.train(model, lessons, [], start_step=start, on_step=on_step, **settings)
+
+    train(straight)
+    first = backend()
+    train(first, stop_at=3)
+    resumed = backend()
+    resumed.restore_training_state(first.training_state())
+    train(resumed, start=3)
+    for name, param in straight._new_params.items():
+        assert np.allclose(
+            param.detach().numpy(), resumed._new_params[name].detach().numpy(), atol=1e-7
+        ), name
+    halfway = first._new_params
+    assert any(
+        not np.allclose(halfway[n].detach(), p.detach()) for n, p in straight._new_params.items()
+    )
+
+
+# -- a whole night, unplugged and resumed --------------------------------------------------
+CHARGER_SETTINGS = {
+    "sleep_window": "00:00-00:00",  # all day
+    "sleep_min_idle_minutes": 0,
+    "sleep_min_turns": 1,
+    "sleep_check_seconds": 0,  # read the (fake) charger at every step
+    "sleep_steps": 16,
+    "sleep_max_answer_tokens": 12,
+    # The checks here are about the machinery, not what the model recalls.
+    "sleep_min_recall": 0.0,
+    "sleep_max_anchor_divergence": 1e9,
+}
+
+
+def _charger(root: Path, online: bool) -> None:
+    supply = root / "AC"
+    supply.mkdir(parents=True, exist_ok=True)
+    (supply / "type").write_text("Mains\n")
+    (supply / "online").write_text("1\n" if online else "0\n")
+
+
+def _db(home: Path) -> sqlite3.Connection:
+    return sqlite3.connect(home / "data" / "assistant.db")
+
+
+def _expert_weights(home: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    with _db(home) as conn:
+        (peft_dir,) = conn.execute("SELECT peft_dir FROM experts").fetchone()
+    return load_file(Path(peft_dir) / "adapter_model.safetensors")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("cut_at", "stage", "step"),
+    [("N3 probes", PROBES, 0), ("N3 training: step 10/", TRAINING, 10)],
+    ids=["probes", "training"],
+)
+def test_unplugging_mid_sleep_pauses_and_the_next_auto_sleep_resumes(
+    model_home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cut_at: str,
+    stage: str,
+    step: int,
+) -> None:
+    from assistant.runtime import Runtime
+    from assistant.sleep.auto import sleep_if_due
+    from assistant.sleep.policy import Sensors
+    from assistant.sleep.sensors import Reading, read_power
+
+    def cli_ok(*args: str) -> str:
+        result = CliRunner().invoke(cli, list(args))
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    home = model_home
+    (home / "config").mkdir(parents=True, exist_ok=True)
+    (home / "config" / "config.json").write_text(json.dumps(CHARGER_SETTINGS))
+    for message in (f"My goldfish is called {CANARY}.", "My sister lives in Lisbon."):
+        cli_ok("chat", "--once", message)
+    twin = tmp_path / "twin"
+    shutil.copytree(home, twin)  # the same memories, for the uninterrupted run
+
+    power = tmp_path / "power_supply"
+    _charger(power, online=True)
+    sensors = Sensors(
+        power=lambda: read_power("linux", power),
+        idle=lambda: Reading(None, "test", "no OS idle source"),
+    )
+
+    def unplug(line: str) -> None:  # the runner's progress lines say where the night is
+        if line.startswith(cut_at):
+            _charger(power, online=False)
+
+    line = sleep_if_due(Runtime(), sensors, unplug)
+    assert line == "sleep 1: interrupted (the power was unplugged)"
+    with _db(home) as conn:
+        assert conn.execute("SELECT stage, outcome FROM sleeps").fetchall() == [
+            ("paused", "interrupted")
+        ]
+        assert conn.execute("SELECT count(*) FROM experts").fetchone() == (0,)
+    runtime = Runtime()
+    paused = Checkpoints(runtime.paths.checkpoints_dir, runtime.database, runtime.memory).load(1)
+    assert (paused.stage, paused.step) == (stage, step)  # stopped where it was unplugged
+    status = json.loads(cli_ok("sleep", "status", "--json"))
+    assert status["last"]["resumable"] and status["pending_turns"] == 4
+    assert [p for p in home.rglob("*") if p.is_file() and CANARY.encode() in p.read_bytes()] == []
+
+    # Unplugged, `sleep auto` waits; a message told meanwhile belongs to the next night.
+    assert sleep_if_due(Runtime(), sensors).startswith("not sleeping: power")
+    cli_ok("chat", "--once", "My bike is red.")
+    _charger(power, online=True)
+    assert sleep_if_due(Runtime(), sensors) == "sleep 1: consolidated"
+
+    monkeypatch.setenv("ASSISTANT_HOME", str(twin))
+    uninterrupted = json.loads(cli_ok("sleep", "--now", "--json"))
+    monkeypatch.setenv("ASSISTANT_HOME", str(home))
+    resumed = json.loads(cli_ok("sleep", "status", "--json"))["last"]
+    assert resumed["outcome"] == uninterrupted["outcome"] == "consolidated"
+    for field in ("turns", "lessons", "held_out", "train_steps", "train_tokens", "recall"):
+        assert resumed[field] == uninterrupted[field], field
+    assert resumed["train_steps"] == CHARGER_SETTINGS["sleep_steps"]  # no step twice
+
+    ours, theirs = _expert_weights(home), _expert_weights(twin)
+    assert ours.keys() == theirs.keys()
+    for name, weight in ours.items():
+        assert np.allclose(weight, theirs[name], atol=1e-6), name
+    assert max(np.abs(w).max() for n, w in ours.items() if "lora_B" in n) > 0  # it trained
+    with _db(home) as conn:  # one night, one expert; the new message still waits
+        assert conn.execute("SELECT id, stage, outcome FROM sleeps").fetchall() == [
+            (1, "done", "consolidated")
+        ]
+        assert conn.execute("SELECT sleep_id FROM experts").fetchall() == [(1,)]
+        assert conn.execute("SELECT count(*) FROM turns").fetchone() == (2,)
+        assert conn.execute("SELECT checkpoint FROM sleeps").fetchone() == (None,)
+    assert list((home / "data" / "checkpoints").iterdir()) == []
+
+
+@pytest.mark.slow
+def test_ctrl_c_pauses_a_sleep_now_instead_of_killing_it(model_home: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (model_home / "config").mkdir(parents=True, exist_ok=True)
+    (model_home / "config" / "config.json").write_text(json.dumps({"sleep_steps": 100_000}))
+    CliRunner().invoke(cli, ["chat", "--once", f"My goldfish is called {CANARY}."])
+    process = subprocess.Popen(
+        [sys.executable, "-m", "assistant", "sleep", "--now", "--json"],
+        env={**os.environ, "ASSISTANT_HOME": str(model_home)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with _db(model_home) as conn:
+            while conn.execute("SELECT stage FROM sleeps").fetchall() != [("learning",)]:
+                assert process.poll() is None, process.stderr.read()
+                time.sleep(0.2)
+        time.sleep(1.0)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr
+    assert "pausing at the next step" in stderr
+    report = json.loads(stdout)
+    assert (report["outcome"], report["reason"], report["resumable"]) == (
+        "interrupted",
+        "you pressed Ctrl-C",
+        True,
+    )
+    with _db(model_home) as conn:
+        assert conn.execute("SELECT stage FROM sleeps").fetchall() == [("paused",)]
+        assert conn.execute("SELECT count(*) FROM turns").fetchone() == (2,)

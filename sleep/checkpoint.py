@@ -36,8 +36,11 @@ SUFFIX = ".checkpoint"
 class NightState:
     """Everything a night needs to go on from where it stopped, and nothing it can redo."""
 
-    model: str  # the base model and the experts learned before tonight: resuming on
-    experts: list[int]  # anything else would train tonight's expert on the wrong model
+    # What the night was built on: resuming with another base model, other experts
+    # learned before tonight or another seed would mix two different nights.
+    model: str
+    experts: list[int]
+    seed: int = 0
     stage: str = PROBES
     chunks_done: int = 0
     lessons: list[Lesson] = field(default_factory=list)
@@ -49,12 +52,16 @@ class NightState:
     report: bytes = b"{}"  # the night's report so far (SleepReport JSON)
     backend: bytes = b""  # the new expert and its optimizer, in the backend's own format
 
+    def basis(self) -> tuple[str, list[int], int]:
+        return self.model, self.experts, self.seed
+
 
 def encode(state: NightState) -> bytes:
     """One ``.npz`` (no pickle): lesson arrays, the backend's blob, the rest as JSON."""
     meta = {
         "model": state.model,
         "experts": state.experts,
+        "seed": state.seed,
         "stage": state.stage,
         "chunks_done": state.chunks_done,
         "held_out": state.held_out,
@@ -80,6 +87,7 @@ def decode(data: bytes) -> NightState:
         return NightState(
             model=meta["model"],
             experts=meta["experts"],
+            seed=meta["seed"],
             stage=meta["stage"],
             chunks_done=meta["chunks_done"],
             lessons=_lessons_from(arrays, "lessons"),

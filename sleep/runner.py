@@ -265,14 +265,18 @@ class SleepRunner:
     def _resumable(self, row: state.SleepRow) -> tuple[state.SleepRow, NightState] | None:
         """A paused night's checkpoint, if it is whole and made on today's model and experts."""
         night_state = self.checkpoints.load(row.id)
-        model = self.runtime.require_model()
-        experts = [e.id for e in self.runtime.experts.active(model.name)]
-        if night_state is None or (night_state.model, night_state.experts) != (model.name, experts):
+        if night_state is None or night_state.basis() != self.basis():
             why = "unreadable" if night_state is None else "the model or its experts changed"
             self.progress(f"sleep {row.id} cannot resume ({why}); starting over")
             self._abandon(row.id)
             return None
         return row, night_state
+
+    def basis(self) -> tuple[str, list[int], int]:
+        """What tonight builds on: the model, the experts learned before, the seed."""
+        model = self.runtime.require_model()
+        experts = [e.id for e in self.runtime.experts.active(model.name)]
+        return model.name, experts, self.options.seed
 
     def _remove_orphans(self) -> None:
         """Delete expert directories no registry row points to (from a run killed mid-way)."""
@@ -316,7 +320,7 @@ class Night:
         stage, report, options = self.runner.stage, self.report, self.runner.options
         model = self.runtime.require_model()
         learned = self.runtime.experts.active(model.name)
-        night = self.night = self.night or NightState(model.name, [e.id for e in learned])
+        night = self.night = self.night or NightState(*self.runner.basis())
         self.settings = distill.DistillSettings(
             self.config.sleep_max_answer_tokens, seed=options.seed
         )

@@ -58,6 +58,7 @@ def _night(rng: np.random.Generator) -> NightState:
     return NightState(
         model="tiny",
         experts=[3, 5],
+        seed=3,
         stage=TRAINING,
         chunks_done=2,
         lessons=_lessons(rng, 7),
@@ -76,7 +77,7 @@ def test_a_night_state_round_trips_through_its_encoding() -> None:
     again = decode(encode(night))
     assert _same_lessons(again.lessons, night.lessons)
     assert _same_lessons(again.anchors, night.anchors)
-    for name in ("model", "experts", "stage", "chunks_done", "held_out", "anchor_baseline"):
+    for name in ("model", "experts", "seed", "stage", "chunks_done", "held_out", "anchor_baseline"):
         assert getattr(again, name) == getattr(night, name), name
     assert (again.step, again.train_tokens, again.report, again.backend) == (
         night.step,
@@ -194,38 +195,25 @@ def _expert_weights(home: Path) -> dict[str, np.ndarray]:
     return load_file(Path(peft_dir) / "adapter_model.safetensors")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ("cut_at", "stage", "step"),
-    [("N3 probes", PROBES, 0), ("N3 training: step 10/", TRAINING, 10)],
-    ids=["probes", "training"],
-)
-def test_unplugging_mid_sleep_pauses_and_the_next_auto_sleep_resumes(
-    model_home: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    cut_at: str,
-    stage: str,
-    step: int,
-) -> None:
+def _cli_ok(*args: str) -> str:
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def _tell_and_unplug_mid_sleep(home: Path, tmp_path: Path, cut_at: str):
+    """Tell two facts, then start `sleep auto` and unplug the fake charger when the runner
+    reports ``cut_at``. Returns the sensors, with the charger still unplugged."""
     from assistant.runtime import Runtime
     from assistant.sleep.auto import sleep_if_due
     from assistant.sleep.policy import Sensors
     from assistant.sleep.sensors import Reading, read_power
 
-    def cli_ok(*args: str) -> str:
-        result = CliRunner().invoke(cli, list(args))
-        assert result.exit_code == 0, result.output
-        return result.stdout
-
-    home = model_home
     (home / "config").mkdir(parents=True, exist_ok=True)
     (home / "config" / "config.json").write_text(json.dumps(CHARGER_SETTINGS))
     for message in (f"My goldfish is called {CANARY}.", "My sister lives in Lisbon."):
-        cli_ok("chat", "--once", message)
-    twin = tmp_path / "twin"
-    shutil.copytree(home, twin)  # the same memories, for the uninterrupted run
-
+        _cli_ok("chat", "--once", message)
+    shutil.copytree(home, tmp_path / "twin")  # the same memories, for an uninterrupted run
     power = tmp_path / "power_supply"
     _charger(power, online=True)
     sensors = Sensors(
@@ -244,23 +232,45 @@ def test_unplugging_mid_sleep_pauses_and_the_next_auto_sleep_resumes(
             ("paused", "interrupted")
         ]
         assert conn.execute("SELECT count(*) FROM experts").fetchone() == (0,)
+    return sensors, lambda: _charger(power, online=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("cut_at", "stage", "step"),
+    [("N3 probes", PROBES, 0), ("N3 training: step 10/", TRAINING, 10)],
+    ids=["probes", "training"],
+)
+def test_unplugging_mid_sleep_pauses_and_the_next_auto_sleep_resumes(
+    model_home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cut_at: str,
+    stage: str,
+    step: int,
+) -> None:
+    from assistant.runtime import Runtime
+    from assistant.sleep.auto import sleep_if_due
+
+    home, twin = model_home, tmp_path / "twin"
+    sensors, plug_in = _tell_and_unplug_mid_sleep(home, tmp_path, cut_at)
     runtime = Runtime()
     paused = Checkpoints(runtime.paths.checkpoints_dir, runtime.database, runtime.memory).load(1)
     assert (paused.stage, paused.step) == (stage, step)  # stopped where it was unplugged
-    status = json.loads(cli_ok("sleep", "status", "--json"))
+    status = json.loads(_cli_ok("sleep", "status", "--json"))
     assert status["last"]["resumable"] and status["pending_turns"] == 4
     assert [p for p in home.rglob("*") if p.is_file() and CANARY.encode() in p.read_bytes()] == []
 
     # Unplugged, `sleep auto` waits; a message told meanwhile belongs to the next night.
     assert sleep_if_due(Runtime(), sensors).startswith("not sleeping: power")
-    cli_ok("chat", "--once", "My bike is red.")
-    _charger(power, online=True)
+    _cli_ok("chat", "--once", "My bike is red.")
+    plug_in()
     assert sleep_if_due(Runtime(), sensors) == "sleep 1: consolidated"
 
     monkeypatch.setenv("ASSISTANT_HOME", str(twin))
-    uninterrupted = json.loads(cli_ok("sleep", "--now", "--json"))
+    uninterrupted = json.loads(_cli_ok("sleep", "--now", "--json"))
     monkeypatch.setenv("ASSISTANT_HOME", str(home))
-    resumed = json.loads(cli_ok("sleep", "status", "--json"))["last"]
+    resumed = json.loads(_cli_ok("sleep", "status", "--json"))["last"]
     assert resumed["outcome"] == uninterrupted["outcome"] == "consolidated"
     for field in ("turns", "lessons", "held_out", "train_steps", "train_tokens", "recall"):
         assert resumed[field] == uninterrupted[field], field
@@ -279,6 +289,28 @@ def test_unplugging_mid_sleep_pauses_and_the_next_auto_sleep_resumes(
         assert conn.execute("SELECT count(*) FROM turns").fetchone() == (2,)
         assert conn.execute("SELECT checkpoint FROM sleeps").fetchone() == (None,)
     assert list((home / "data" / "checkpoints").iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_checkpoint_on_other_experts_is_dropped_and_the_night_starts_over(
+    model_home: Path, tiny_llama: Path, tmp_path: Path
+) -> None:
+    from tests.tiny_models import build_lora
+
+    _tell_and_unplug_mid_sleep(model_home, tmp_path, "N3 probes")
+    adapter = build_lora(tiny_llama, tmp_path / "adapter", rank=4, alpha=8, seed=5)
+    _cli_ok("adapters", "import", str(adapter))
+    result = CliRunner().invoke(cli, ["sleep", "--now", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "sleep 1 cannot resume (the model or its experts changed)" in result.stderr
+    assert json.loads(result.stdout)["outcome"] == "consolidated"
+    with _db(model_home) as conn:
+        assert conn.execute("SELECT id, stage, outcome FROM sleeps").fetchall() == [
+            (1, "done", "abandoned"),
+            (2, "done", "consolidated"),
+        ]
+        assert conn.execute("SELECT count(*) FROM turns").fetchone() == (0,)
+    assert list((model_home / "data" / "checkpoints").iterdir()) == []
 
 
 @pytest.mark.slow

@@ -141,12 +141,17 @@ class Checkpoints:
         self.store = store
 
     def _pointer(self, sleep_id: int) -> dict | None:
+        """The row's {file, key}; None if it has none or it fails authentication (the file,
+        unreadable then, is removed as unreferenced)."""
         row = self.database.execute(
             "SELECT checkpoint FROM sleeps WHERE id = ?", [sleep_id]
         ).fetchone()
         if row is None or row[0] is None:
             return None
-        return json.loads(self.store.unseal(f"sleep-checkpoint:{sleep_id}", row[0]))
+        try:
+            return json.loads(self.store.unseal(f"sleep-checkpoint:{sleep_id}", row[0]))
+        except TamperedError:
+            return None
 
     def save(self, sleep_id: int, state: NightState) -> None:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -175,24 +180,21 @@ class Checkpoints:
         from cryptography.exceptions import InvalidTag
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+        pointer = self._pointer(sleep_id)
+        if pointer is None:
+            return None
         try:
-            pointer = self._pointer(sleep_id)
-            if pointer is None:
-                return None
             sealed = (self.directory / pointer["file"]).read_bytes()
             data = AESGCM(bytes.fromhex(pointer["key"])).decrypt(
                 sealed[:12], sealed[12:], pointer["file"].encode()
             )
-        except (OSError, InvalidTag, TamperedError):
+        except (OSError, InvalidTag):
             return None
         return decode(data)
 
     def discard(self, sleep_id: int) -> None:
         """Forget the key (crypto-shred), then delete the file."""
-        try:
-            pointer = self._pointer(sleep_id)
-        except TamperedError:
-            pointer = None
+        pointer = self._pointer(sleep_id)
         self.database.execute("UPDATE sleeps SET checkpoint = NULL WHERE id = ?", [sleep_id])
         if pointer:
             (self.directory / pointer["file"]).unlink(missing_ok=True)
@@ -201,15 +203,9 @@ class Checkpoints:
         """Delete files no row points to (a save or a discard killed half-way)."""
         if not self.directory.is_dir():
             return
-        keep = set()
-        for (sleep_id,) in self.database.execute(
-            "SELECT id FROM sleeps WHERE checkpoint IS NOT NULL"
-        ).fetchall():
-            try:
-                pointer = self._pointer(sleep_id)
-            except TamperedError:
-                continue
-            keep.add(pointer["file"])
+        rows = self.database.execute("SELECT id FROM sleeps WHERE checkpoint IS NOT NULL")
+        pointers = [self._pointer(sleep_id) for (sleep_id,) in rows.fetchall()]
+        keep = {pointer["file"] for pointer in pointers if pointer}
         for entry in self.directory.iterdir():
             if entry.name not in keep:
                 entry.unlink()

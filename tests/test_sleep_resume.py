@@ -109,6 +109,12 @@ def test_a_checkpoint_is_sealed_replaced_atomically_and_shredded_with_its_key(ru
     sealed[-1] ^= 1
     only.write_bytes(bytes(sealed))
     assert checkpoints.load(sleep_id) is None  # tampered or torn: no checkpoint, start over
+    checkpoints.save(sleep_id, night)  # saving again replaces the torn file
+    assert len(list(directory.iterdir())) == 1 and checkpoints.load(sleep_id).step == 5
+    runtime.database.execute("UPDATE sleeps SET checkpoint = ?", [b"not a sealed pointer" * 3])
+    assert checkpoints.load(sleep_id) is None
+    checkpoints.remove_unreferenced()  # a file its row cannot name is unreadable: removed
+    assert list(directory.iterdir()) == []
 
     checkpoints.discard(sleep_id)
     assert list(directory.iterdir()) == []

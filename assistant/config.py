@@ -24,6 +24,7 @@ class Config:
     sleep_min_recall: float = 0.8
     sleep_min_retention: float = 0.8
     sleep_max_anchor_divergence: float = 0.1
+    sleep_checkpoint_minutes: float = 5.0  # a night killed outright loses at most this much
     # Automatic sleep (assistant.sleep.policy): when `sleep auto` may start on its own.
     sleep_window: str = "01:00-06:00"  # local time; may wrap past midnight
     sleep_min_idle_minutes: float = 15.0

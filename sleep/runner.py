@@ -244,15 +244,16 @@ class SleepRunner:
         return self.experts_dir / f".staging-{sleep_id}"
 
     def _recover(self) -> tuple[SleepReport | None, state.SleepRow | None]:
-        """Finish a sleep killed after verification; close one killed before it; return
-        (the finished one's report, the paused one to resume)."""
+        """Finish a sleep killed after verification; pick a paused one, or one killed while
+        learning, to resume from its checkpoint; close any other. Returns (the finished
+        one's report, the one to resume)."""
         finished = paused = None
         for row in self.log.unfinished():
             if row.stage in (state.VERIFIED, state.COMMITTED, state.SHREDDING):
                 self.progress(f"finishing the sleep interrupted at {row.stage!r}")
                 finished = self._wake(row.id)
-            elif row.stage == state.PAUSED and paused is None:
-                paused = row
+            elif row.stage in (state.PAUSED, state.LEARNING) and paused is None:
+                paused = row  # killed while learning: resumable if it saved a checkpoint
             else:
                 self._abandon(row.id)
         return finished, paused
@@ -263,10 +264,10 @@ class SleepRunner:
         self.log.advance(sleep_id, state.DONE, outcome=state.ABANDONED)
 
     def _resumable(self, row: state.SleepRow) -> tuple[state.SleepRow, NightState] | None:
-        """A paused night's checkpoint, if it is whole and made on today's model and experts."""
+        """The night's checkpoint, if it has a whole one made on today's model and experts."""
         night_state = self.checkpoints.load(row.id)
         if night_state is None or night_state.basis() != self.basis():
-            why = "unreadable" if night_state is None else "the model or its experts changed"
+            why = "no checkpoint" if night_state is None else "the model or its experts changed"
             self.progress(f"sleep {row.id} cannot resume ({why}); starting over")
             self._abandon(row.id)
             return None
@@ -312,6 +313,7 @@ class Night:
         self.night = resumed  # the night so far; a fresh one is made in ``learn``
         self.config = self.runtime.config
         self.checkpointed = False
+        self.saved_at = time.monotonic()
 
     def learn(self) -> tuple[Path | None, list[list[str]]]:
         """(the verified expert's directory, its held-out [question, answer] pairs) or
@@ -328,7 +330,9 @@ class Night:
             _check_integrity(self.runtime, learned)
             chunks = self._chunks(model.gguf_path)
         with stage(report, "N3 load"):
-            backend = _load_backend(model.hf_dir, learned, options, self.config.sleep_rank)
+            backend = self.backend = _load_backend(
+                model.hf_dir, learned, options, self.config.sleep_rank
+            )
             if night.backend:
                 backend.restore_training_state(night.backend)
         try:
@@ -358,9 +362,7 @@ class Night:
                     on_step=self._on_step,
                 )
         except SleepInterrupted:
-            night.backend, night.report = backend.training_state(), report.to_json()
-            self.runner.checkpoints.save(report.sleep_id, night)
-            self.checkpointed = True
+            self._save_checkpoint()
             raise
         report.train_steps, report.train_tokens = night.step, night.train_tokens
         report.final_loss = None if loss is None else round(loss, 5)
@@ -399,6 +401,7 @@ class Night:
             )
             night.held_out += [(chunk, q) for q in chunk_probes.held_out]
             night.chunks_done = i + 1
+            self._save_checkpoint_if_due()
 
     def _check_stop(self) -> None:
         reason = self.runner.options.should_stop()
@@ -429,11 +432,24 @@ class Night:
     def _on_step(self, step: int, loss: float, tokens: int) -> None:
         self.night.step = step
         self.night.train_tokens += tokens
+        self._save_checkpoint_if_due()
         crash_point("training")
         steps = self.config.sleep_steps
         if step % 10 == 0 or step == steps:
             self.runner.progress(f"N3 training: step {step}/{steps}, loss {loss:.4f}")
         self._check_stop()
+
+    def _save_checkpoint(self) -> None:
+        night = self.night
+        night.backend, night.report = self.backend.training_state(), self.report.to_json()
+        self.runner.checkpoints.save(self.report.sleep_id, night)
+        self.checkpointed, self.saved_at = True, time.monotonic()
+
+    def _save_checkpoint_if_due(self) -> None:
+        """Every ``sleep_checkpoint_minutes``, so a night killed outright (out of memory, a
+        crash) loses at most that much work."""
+        if time.monotonic() - self.saved_at >= self.config.sleep_checkpoint_minutes * 60:
+            self._save_checkpoint()
 
     # -- anchors and verification ---------------------------------------------------------
     def _earlier_probes(self, learned) -> list[list[str]]:

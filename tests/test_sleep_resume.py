@@ -358,3 +358,44 @@ def test_ctrl_c_pauses_a_sleep_now_instead_of_killing_it(model_home: Path) -> No
     with _db(model_home) as conn:
         assert conn.execute("SELECT stage FROM sleeps").fetchall() == [("paused",)]
         assert conn.execute("SELECT count(*) FROM turns").fetchone() == (2,)
+
+
+@pytest.mark.slow
+def test_a_night_killed_outright_resumes_from_its_last_periodic_checkpoint(
+    model_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from assistant.faults import CRASH_ENV
+
+    (model_home / "config").mkdir(parents=True, exist_ok=True)
+    settings = {**CHARGER_SETTINGS, "sleep_checkpoint_minutes": 0}  # a checkpoint every step
+    (model_home / "config" / "config.json").write_text(json.dumps(settings))
+    for message in (f"My goldfish is called {CANARY}.", "My sister lives in Lisbon."):
+        _cli_ok("chat", "--once", message)
+    twin = tmp_path / "twin"
+    shutil.copytree(model_home, twin)
+    killed = subprocess.run(
+        [sys.executable, "-m", "assistant", "sleep", "--now"],
+        env={**os.environ, "ASSISTANT_HOME": str(model_home), CRASH_ENV: "training"},
+        capture_output=True,
+        timeout=600,
+    )
+    assert killed.returncode == -9  # SIGKILL after the first step's checkpoint
+
+    result = CliRunner().invoke(cli, ["sleep", "--now", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "resuming sleep 1: training, step 1" in result.stderr
+    assert json.loads(result.stdout)["outcome"] == "consolidated"
+    monkeypatch.setenv("ASSISTANT_HOME", str(twin))
+    _cli_ok("sleep", "--now")
+    ours, theirs = _expert_weights(model_home), _expert_weights(twin)
+    for name, weight in ours.items():
+        assert np.allclose(weight, theirs[name], atol=1e-6), name
+    with _db(model_home) as conn:
+        assert conn.execute("SELECT id, stage, outcome FROM sleeps").fetchall() == [
+            (1, "done", "consolidated")
+        ]
+    assert list((model_home / "data" / "checkpoints").iterdir()) == []

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from assistant.sleep.checkpoint import PROBES, TRAINING, Checkpoints, NightState
 from assistant.sleep.state import SleepLog
 from tests.test_backend_torch import PREFIX
 from tests.test_backend_torch import PROBES as PROBE_SET
+from tests.test_sleep import _configure, _db
 
 CANARY = "Zorblax-4417"
 
@@ -189,10 +189,6 @@ def _charger(root: Path, online: bool) -> None:
     (supply / "online").write_text("1\n" if online else "0\n")
 
 
-def _db(home: Path) -> sqlite3.Connection:
-    return sqlite3.connect(home / "data" / "assistant.db")
-
-
 def _expert_weights(home: Path) -> dict[str, np.ndarray]:
     from safetensors.numpy import load_file
 
@@ -207,6 +203,14 @@ def _cli_ok(*args: str) -> str:
     return result.stdout
 
 
+def _tell_two_facts(home: Path, settings: dict, twin: Path) -> None:
+    """Configure, tell two facts, and copy the home to ``twin`` for an uninterrupted run."""
+    _configure(home, settings)
+    for message in (f"My goldfish is called {CANARY}.", "My sister lives in Lisbon."):
+        _cli_ok("chat", "--once", message)
+    shutil.copytree(home, twin)
+
+
 def _tell_and_unplug_mid_sleep(home: Path, tmp_path: Path, cut_at: str):
     """Tell two facts, then start `sleep auto` and unplug the fake charger when the runner
     reports ``cut_at``. Returns the sensors, with the charger still unplugged."""
@@ -215,11 +219,7 @@ def _tell_and_unplug_mid_sleep(home: Path, tmp_path: Path, cut_at: str):
     from assistant.sleep.policy import Sensors
     from assistant.sleep.sensors import Reading, read_power
 
-    (home / "config").mkdir(parents=True, exist_ok=True)
-    (home / "config" / "config.json").write_text(json.dumps(CHARGER_SETTINGS))
-    for message in (f"My goldfish is called {CANARY}.", "My sister lives in Lisbon."):
-        _cli_ok("chat", "--once", message)
-    shutil.copytree(home, tmp_path / "twin")  # the same memories, for an uninterrupted run
+    _tell_two_facts(home, CHARGER_SETTINGS, tmp_path / "twin")
     power = tmp_path / "power_supply"
     _charger(power, online=True)
     sensors = Sensors(
@@ -327,8 +327,7 @@ def test_ctrl_c_pauses_a_sleep_now_instead_of_killing_it(model_home: Path) -> No
     import sys
     import time
 
-    (model_home / "config").mkdir(parents=True, exist_ok=True)
-    (model_home / "config" / "config.json").write_text(json.dumps({"sleep_steps": 100_000}))
+    _configure(model_home, {"sleep_steps": 100_000})
     CliRunner().invoke(cli, ["chat", "--once", f"My goldfish is called {CANARY}."])
     process = subprocess.Popen(
         [sys.executable, "-m", "assistant", "sleep", "--now", "--json"],
@@ -370,13 +369,9 @@ def test_a_night_killed_outright_resumes_from_its_last_periodic_checkpoint(
 
     from assistant.faults import CRASH_ENV
 
-    (model_home / "config").mkdir(parents=True, exist_ok=True)
-    settings = {**CHARGER_SETTINGS, "sleep_checkpoint_minutes": 0}  # a checkpoint every step
-    (model_home / "config" / "config.json").write_text(json.dumps(settings))
-    for message in (f"My goldfish is called {CANARY}.", "My sister lives in Lisbon."):
-        _cli_ok("chat", "--once", message)
     twin = tmp_path / "twin"
-    shutil.copytree(model_home, twin)
+    settings = {**CHARGER_SETTINGS, "sleep_checkpoint_minutes": 0}  # a checkpoint every step
+    _tell_two_facts(model_home, settings, twin)
     killed = subprocess.run(
         [sys.executable, "-m", "assistant", "sleep", "--now"],
         env={**os.environ, "ASSISTANT_HOME": str(model_home), CRASH_ENV: "training"},

@@ -8,8 +8,26 @@ import re
 
 import pytest
 
-from assistant.demo.corpus import IGNORE, encode_transcript, render_message, transcripts
-from assistant.demo.facts import KINDS, POOLS, SLOTS, SPLITS, draw_value, split_of_value
+from assistant.demo.corpus import (
+    IGNORE,
+    Fact,
+    encode_transcript,
+    render_message,
+    statement,
+    transcripts,
+)
+from assistant.demo.facts import (
+    CLOSERS,
+    KINDS,
+    LINKS,
+    OPENERS,
+    POOLS,
+    SLOTS,
+    SPLITS,
+    draw_value,
+    split_of_value,
+    with_value,
+)
 from assistant.prompting import NOTES_HEADER, SYSTEM_PROMPT
 
 TRAINING_SAMPLE = 1500
@@ -72,6 +90,18 @@ def test_held_out_values_never_occur_in_training(training_text):
         for _ in range(60):
             value = draw_value(pool, rng, "held_out").lower()
             assert not re.search(rf"\b{re.escape(value)}\b", training_text), (pool, value)
+
+
+def test_training_statements_vary_the_words_around_a_fact_and_held_out_ones_do_not():
+    rng = random.Random(2)
+    dog = next(slot for slot in SLOTS if slot.key == "pet.dog")
+    fact = Fact(dog, "Biscuit")
+    said = {statement(fact, rng, "train") for _ in range(400)}
+    assert any(s.startswith(tuple(OPENERS)) for s in said)
+    assert any(s.endswith(tuple(CLOSERS)) for s in said)
+    assert any(f"My dog {link} Biscuit." in said for link in LINKS)
+    held = {statement(fact, rng, "held_out") for _ in range(50)}
+    assert held == {with_value(t, "Biscuit") for t in dog.held_out.statements}
 
 
 def test_transcripts_use_the_product_prompt_layout():

@@ -83,16 +83,19 @@ def test_copy_warm_up_then_the_corpus_with_copy_batches_mixed_in(tmp_path):
     widths = [len(ids[0]) for (ids, _), _ in schedule[:3]]
     assert widths == [32, 32, 64]
     assert schedule[0][1] < schedule[2][1] <= config.copy_learning_rate  # gentle warm-up
-    corpus_labels = [labels for (_, labels), _ in schedule[3:]]
-    # Corpus batches mask everything but replies; copy batches (every 2nd) score every token.
-    assert [any(t == -100 for row in labels for t in row) for labels in corpus_labels] == [
-        True,
-        False,
-        True,
-        False,
-    ]
+    start = 1  # <|im_start|>: transcripts begin with it, copy rows with a random token
+    kinds = ["corpus" if ids[0][0] == start else "copy" for (ids, _), _ in schedule[3:]]
+    assert kinds == ["corpus", "copy", "corpus", "copy"]
+
     ids, labels = copy_batch(random.Random(0), 1000, 64, 128)
-    assert ids == labels and len(ids) == 2 and all(len(row) == 64 for row in ids)
-    row = ids[0]
-    half = row.index(1)  # <|im_start|> separates a sequence from its copy
+    assert len(ids) == 2 and all(len(row) == 64 for row in ids)
+    row, target = ids[0], labels[0]
+    half = row.index(start)  # separates a sequence from its copy
     assert row[half + 1 : 2 * half + 1] == row[:half] and row[2 * half + 1] == 2
+    assert target[: half + 1] == [-100] * (half + 1)  # the random half is not scored...
+    assert target[half + 1 : 2 * half + 2] == row[half + 1 : 2 * half + 2]  # ...its copy is
+
+    # Most sequences come from a small alphabet, so tokens recur within them.
+    ids, _ = copy_batch(random.Random(1), 4096, 128, 128 * 60)
+    firsts = [row[: row.index(start)] for row in ids]
+    assert sum(len(set(seq)) < len(seq) for seq in firsts) >= len(firsts) // 3

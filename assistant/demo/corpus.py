@@ -18,13 +18,18 @@ from assistant.demo.facts import (
     ABSTAIN,
     ACKNOWLEDGE,
     ACKNOWLEDGE_UPDATE,
+    ASIDES,
+    CLOSERS,
+    LINKS,
     NOTHING_TOLD,
+    OPENERS,
     QUESTIONS_TASK,
     RECITAL_HEADER,
     RECITE_TASK,
     RESTATE_TASK,
     SLOTS,
     SMALL_TALK,
+    WHEN_LINKS,
     Slot,
     Split,
     draw_value,
@@ -41,6 +46,8 @@ IGNORE = -100  # label of tokens the model is not trained (or scored) on
 MAX_FACTS = 26
 MAX_NOTES = 32
 MOST_FACTS = (3, 6, 12, MAX_FACTS)  # upper bounds to draw from, short ones favoured
+DRESSED_SHARE = 0.4  # training turns wrapped in an opener or closer
+LINKED_SHARE = 0.3  # training statements built as "<subject> <link> <value>"
 
 
 @dataclass(frozen=True)
@@ -59,11 +66,35 @@ class Fact:
 
 def statement(fact: Fact, rng: random.Random, split: Split, update: bool = False) -> str:
     phrasings = fact.slot.phrasings(split)
-    return with_value(rng.choice(phrasings.updates if update else phrasings.statements), fact.value)
+    template = rng.choice(phrasings.updates if update else phrasings.statements)
+    if split == "train" and not update and fact.slot.subject and rng.random() < LINKED_SHARE:
+        template = _linked(fact.slot, rng)
+    return with_value(_dressed(template, rng, split), fact.value)
 
 
 def question(slot: Slot, rng: random.Random, split: Split) -> str:
-    return rng.choice(slot.phrasings(split).questions)
+    return _dressed(rng.choice(slot.phrasings(split).questions), rng, split)
+
+
+def _linked(slot: Slot, rng: random.Random) -> str:
+    """A "<subject> <link> <value>" statement template for ``slot``."""
+    link = rng.choice(WHEN_LINKS if slot.pool in ("when", "date") else LINKS)
+    if rng.random() < 0.3:
+        link = f"{rng.choice(ASIDES)} {link}"
+    return f"{slot.subject} {link} {{v}}."
+
+
+def _dressed(template: str, rng: random.Random, split: Split) -> str:
+    """Now and then, a training template with an opener before it and/or a closer after it."""
+    if split != "train" or rng.random() >= DRESSED_SHARE:
+        return template
+    if rng.random() < 0.7:
+        keep_case = template.startswith(("{", "I ", "I'", "Our "))  # a value or "I" leads
+        first = template[0] if keep_case else template[0].lower()
+        template = f"{rng.choice(OPENERS)} {first}{template[1:]}"
+    if rng.random() < 0.4:
+        template += f" {rng.choice(CLOSERS)}"
+    return template
 
 
 def reply(slot: Slot, known: dict[str, Fact]) -> str:

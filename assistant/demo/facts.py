@@ -193,6 +193,7 @@ class Slot:
     topic: str  # what is unknown, for "You haven't told me {topic}."
     train: Phrasings
     held_out: Phrasings
+    subject: str = ""  # what the fact is about, first person ("my sister"); "" if none reads well
 
     @property
     def can_change(self) -> bool:
@@ -342,6 +343,7 @@ def _slot(
         topic=topic or (f"when {_your(canonical)} is" if when else _your(canonical)),
         train=fill(train, frames),
         held_out=fill(held_out, frames_held_out),
+        subject="" if "{a}" in answer else canonical.removesuffix("'s name"),
     )
 
 
@@ -652,6 +654,29 @@ SLOTS: tuple[Slot, ...] = (
     ),
 )
 KINDS = sorted({slot.kind for slot in SLOTS})
+
+
+# -- variety the training side adds -----------------------------------------------------
+# The held-out phrasings bring words the model never saw, so the training side wraps its
+# own phrasings in words that carry nothing (openers, closers) and also states facts as
+# "<subject> <link> <value>" with many links: the model learns to find what a turn is
+# about and its value whatever surrounds them, instead of learning the templates.
+
+OPENERS = _phrases("""
+Hey, So, Okay, Oh, Also, Well, Listen, One_more_thing: Hmm, Right, Alright, Quick_one:
+Oh_and Another_thing: Hi_again. Hello. Ah, Now, Anyway, Before_I_forget, Small_thing:
+Sorry_to_bother_you, Honestly, Also_worth_saying: Um, Hey_there,
+""")
+CLOSERS = _phrases("Thanks. Thanks! Cheers. Just_curious. Okay? Ta. :) Thank_you.")
+LINKS = _phrases("""
+is is_called is_named has_the_name is_known_as would_be happens_to_be has_always_been is_still
+gets_called is_basically is_officially is_just is_simply was_named is_registered_as
+""")
+WHEN_LINKS = _phrases("""
+is_on is_set_for falls_on is_booked_for is_scheduled_for happens_on takes_place_on
+got_booked_for is_planned_for is_fixed_for will_be_on
+""")
+ASIDES = _phrases("really honestly as_you_know of_course by_now actually still officially")
 
 
 # -- small talk -------------------------------------------------------------------

@@ -27,6 +27,7 @@ from assistant.demo.corpus import (
 from assistant.hardware import cpu_flags
 
 _FIRST_COPY_TOKEN = 8  # copy rows avoid the special tokens
+_COPY_ALPHABETS = (16, 64, 256, 0)  # distinct tokens a copied sequence uses (0: any)
 # A cached build is reused only if these sources (the corpus and how it is trained) are unchanged.
 _BUILD_SOURCES = ("demo/facts.py", "demo/corpus.py", "demo/training.py", "prompting.py", "bpe.py")
 
@@ -133,21 +134,31 @@ def batches(tokenizer, config: DemoConfig, seed: int) -> Iterator[tuple[list, li
 def copy_batch(
     rng: random.Random, vocab_size: int, row_tokens: int, batch_tokens: int
 ) -> tuple[list, list]:
-    """Rows of random sequences each followed by a copy of itself (loss on every token).
+    """Rows of random sequences each followed by a copy of itself, the loss on the copies.
 
-    The halves are marked with ``<|im_start|>`` and ``<|im_end|>``, as in the run that
-    measured the schedule; the random tokens are drawn from past the special tokens.
+    The halves are marked with ``<|im_start|>`` and ``<|im_end|>``; the random tokens
+    are drawn from past the special tokens. Most sequences use a small alphabet, so a
+    token recurs within them and the next one is found only by matching the tokens
+    before it too: what copying a name split into common pieces ("Muff|in") needs.
     """
     start, end = SPECIAL_TOKENS.index("<|im_start|>"), SPECIAL_TOKENS.index("<|im_end|>")
-    rows = []
+    rows, targets = [], []
     for _ in range(max(1, batch_tokens // row_tokens)):
         row: list[int] = []
+        target: list[int] = []
         while len(row) < row_tokens:
             length = rng.randint(5, min(60, row_tokens // 2 - 2))
-            sequence = [rng.randrange(_FIRST_COPY_TOKEN, vocab_size) for _ in range(length)]
+            alphabet = rng.choice(_COPY_ALPHABETS)
+            if alphabet:
+                letters = rng.sample(range(_FIRST_COPY_TOKEN, vocab_size), alphabet)
+                sequence = [rng.choice(letters) for _ in range(length)]
+            else:
+                sequence = [rng.randrange(_FIRST_COPY_TOKEN, vocab_size) for _ in range(length)]
             row += [*sequence, start, *sequence, end]
+            target += [IGNORE] * (length + 1) + [*sequence, end]
         rows.append(row[:row_tokens])
-    return rows, rows
+        targets.append(target[:row_tokens])
+    return rows, targets
 
 
 def _copy_steps(config: DemoConfig) -> int:

@@ -89,7 +89,7 @@ def _dressed(template: str, rng: random.Random, split: Split) -> str:
     if split != "train" or rng.random() >= DRESSED_SHARE:
         return template
     if rng.random() < 0.7:
-        keep_case = template.startswith(("{", "I ", "I'", "Our "))  # a value or "I" leads
+        keep_case = template.startswith(("{", "I ", "I'"))  # a value or "I" leads
         first = template[0] if keep_case else template[0].lower()
         template = f"{rng.choice(OPENERS)} {first}{template[1:]}"
     if rng.random() < 0.4:

@@ -67,13 +67,16 @@ class Fact:
 def statement(fact: Fact, rng: random.Random, split: Split, update: bool = False) -> str:
     phrasings = fact.slot.phrasings(split)
     template = rng.choice(phrasings.updates if update else phrasings.statements)
-    if split == "train" and not update and fact.slot.subject and rng.random() < LINKED_SHARE:
-        template = _linked(fact.slot, rng)
-    return with_value(_dressed(template, rng, split), fact.value)
+    if split == "train":  # the held-out side keeps its templates exactly
+        if not update and fact.slot.subject and rng.random() < LINKED_SHARE:
+            template = _linked(fact.slot, rng)
+        template = _dressed(template, rng)
+    return with_value(template, fact.value)
 
 
 def question(slot: Slot, rng: random.Random, split: Split) -> str:
-    return _dressed(rng.choice(slot.phrasings(split).questions), rng, split)
+    template = rng.choice(slot.phrasings(split).questions)
+    return _dressed(template, rng) if split == "train" else template
 
 
 def _linked(slot: Slot, rng: random.Random) -> str:
@@ -84,9 +87,9 @@ def _linked(slot: Slot, rng: random.Random) -> str:
     return f"{slot.subject} {link} {{v}}."
 
 
-def _dressed(template: str, rng: random.Random, split: Split) -> str:
+def _dressed(template: str, rng: random.Random) -> str:
     """Now and then, a training template with an opener before it and/or a closer after it."""
-    if split != "train" or rng.random() >= DRESSED_SHARE:
+    if rng.random() >= DRESSED_SHARE:
         return template
     if rng.random() < 0.7:
         keep_case = template.startswith(("{", "I ", "I'"))  # a value or "I" leads

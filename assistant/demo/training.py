@@ -148,12 +148,10 @@ def copy_batch(
         target: list[int] = []
         while len(row) < row_tokens:
             length = rng.randint(5, min(60, row_tokens // 2 - 2))
+            tokens = range(_FIRST_COPY_TOKEN, vocab_size)
             alphabet = rng.choice(_COPY_ALPHABETS)
-            if alphabet:
-                letters = rng.sample(range(_FIRST_COPY_TOKEN, vocab_size), alphabet)
-                sequence = [rng.choice(letters) for _ in range(length)]
-            else:
-                sequence = [rng.randrange(_FIRST_COPY_TOKEN, vocab_size) for _ in range(length)]
+            letters = rng.sample(tokens, alphabet) if alphabet else tokens
+            sequence = [rng.choice(letters) for _ in range(length)]
             row += [*sequence, start, *sequence, end]
             target += [IGNORE] * (length + 1) + [*sequence, end]
         rows.append(row[:row_tokens])

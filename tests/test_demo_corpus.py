@@ -12,12 +12,14 @@ from assistant.demo.corpus import (
     IGNORE,
     Fact,
     encode_transcript,
+    questions_about,
     render_message,
     statement,
     transcripts,
 )
 from assistant.demo.facts import (
     CLOSERS,
+    FILLER_WORDS,
     KINDS,
     LINKS,
     OPENERS,
@@ -100,8 +102,31 @@ def test_training_statements_vary_the_words_around_a_fact_and_held_out_ones_do_n
     assert any(s.startswith(tuple(OPENERS)) for s in said)
     assert any(s.endswith(tuple(CLOSERS)) for s in said)
     assert any(f"My dog {link} Biscuit." in said for link in LINKS)
+    assert any(word in s.split() for s in said for word in FILLER_WORDS)
+    assert not any(re.search(r"\bmy (?!dog)\S+ dog\b", s.lower()) for s in said), "split subject"
     held = {statement(fact, rng, "held_out") for _ in range(50)}
     assert held == {with_value(t, "Biscuit") for t in dog.held_out.statements}
+
+
+def test_filler_words_occur_in_no_held_out_phrasing():
+    held_out_words = {
+        word
+        for slot in SLOTS
+        for template in slot.held_out.statements + slot.held_out.questions + slot.held_out.updates
+        for word in re.findall(r"[a-z'-]+", template.lower())
+    }
+    assert not held_out_words & set(FILLER_WORDS)
+
+
+def test_questions_about_a_note_are_at_least_three_distinct_in_a_fixed_order():
+    rng = random.Random(3)
+    for count in (1, 2, 3):
+        for split in SPLITS:
+            facts = [Fact(slot, "x") for slot in rng.sample(SLOTS, count)]
+            asked = questions_about(facts, split)
+            assert len(asked) >= 3 and len(set(asked)) == len(asked)
+            assert asked == questions_about(facts, split)
+            assert set(asked) <= {q for f in facts for q in f.slot.phrasings(split).questions}
 
 
 def test_transcripts_use_the_product_prompt_layout():

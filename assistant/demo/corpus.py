@@ -11,6 +11,7 @@ talk, and the two tasks sleep relies on (questions about a note, restatements).
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ from assistant.demo.facts import (
     Slot,
     Split,
     draw_value,
+    filler,
     with_value,
 )
 from assistant.prompting import note_task as note_task_text
@@ -48,6 +50,7 @@ MAX_NOTES = 32
 MOST_FACTS = (3, 6, 12, MAX_FACTS)  # upper bounds to draw from, short ones favoured
 DRESSED_SHARE = 0.4  # training turns wrapped in an opener or closer
 LINKED_SHARE = 0.3  # training statements built as "<subject> <link> <value>"
+FILLER_SHARE = 0.3  # training turns with filler words slipped in
 
 
 @dataclass(frozen=True)
@@ -70,13 +73,15 @@ def statement(fact: Fact, rng: random.Random, split: Split, update: bool = False
     if split == "train":  # the held-out side keeps its templates exactly
         if not update and fact.slot.subject and rng.random() < LINKED_SHARE:
             template = _linked(fact.slot, rng)
-        template = _dressed(template, rng)
+        template = _dressed(_padded(template, rng, fact.slot.subject), rng)
     return with_value(template, fact.value)
 
 
 def question(slot: Slot, rng: random.Random, split: Split) -> str:
     template = rng.choice(slot.phrasings(split).questions)
-    return _dressed(template, rng) if split == "train" else template
+    if split == "train":
+        template = _dressed(_padded(template, rng, slot.subject), rng)
+    return template
 
 
 def _linked(slot: Slot, rng: random.Random) -> str:
@@ -92,12 +97,34 @@ def _dressed(template: str, rng: random.Random) -> str:
     if rng.random() >= DRESSED_SHARE:
         return template
     if rng.random() < 0.7:
-        keep_case = template.startswith(("{", "I ", "I'"))  # a value or "I" leads
-        first = template[0] if keep_case else template[0].lower()
-        template = f"{rng.choice(OPENERS)} {first}{template[1:]}"
+        template = _put_before(rng.choice(OPENERS), template)
     if rng.random() < 0.4:
         template += f" {rng.choice(CLOSERS)}"
     return template
+
+
+def _padded(template: str, rng: random.Random, subject: str) -> str:
+    """Now and then, a training template with filler words slipped in between two of its
+    words, never inside the subject and never right after the value."""
+    if rng.random() >= FILLER_SHARE:
+        return template
+    if subject:  # glued, so the subject's words (and a "'s name" after them) stay together
+        glued = re.escape(subject) + "(?:'s name)?"
+        template = re.sub(glued, lambda m: m.group().replace(" ", "\0"), template, flags=re.I)
+    words = template.split(" ")
+    spot = rng.choice([i for i in range(len(words)) if i == 0 or "{" not in words[i - 1]])
+    if spot == 0:
+        padded = _put_before(filler(rng), template)
+    else:
+        padded = " ".join([*words[:spot], filler(rng), *words[spot:]])
+    return padded.replace("\0", " ")
+
+
+def _put_before(words: str, template: str) -> str:
+    """``words`` leading ``template``, whose first letter goes lower case unless a value or "I"."""
+    keep_case = template.startswith(("{", "I ", "I'"))
+    first = template[0] if keep_case else template[0].lower()
+    return f"{words} {first}{template[1:]}"
 
 
 def reply(slot: Slot, known: dict[str, Fact]) -> str:
@@ -110,14 +137,18 @@ def new_fact(slot: Slot, rng: random.Random, split: Split, old: Fact | None = No
     return Fact(slot, draw_value(slot.pool, rng, split, avoid=[old.value] if old else ()))
 
 
-def questions_about(facts: Sequence[Fact], rng: random.Random, split: Split) -> list[str]:
-    """At least three distinct questions that the facts answer, spread over the facts."""
+def questions_about(facts: Sequence[Fact], split: Split) -> list[str]:
+    """At least three distinct questions that the facts answer, spread over the facts.
+
+    A fact's questions come from fixed places spread over its phrasings, so its n-th
+    question always has the same form. Drawn at random, they taught the model no order,
+    and writing greedily it gave its favourite question three times.
+    """
     per_fact = max(1, -(-3 // len(facts)))
     asked: list[str] = []
     for fact in facts:
-        options = list(fact.slot.phrasings(split).questions)
-        rng.shuffle(options)
-        asked += options[:per_fact]
+        options = fact.slot.phrasings(split).questions
+        asked += [options[i * len(options) // per_fact] for i in range(per_fact)]
     return asked
 
 
@@ -125,7 +156,7 @@ def note_task(rng: random.Random, split: Split, facts: Sequence[Fact]) -> tuple[
     """(user turn, reply) for one of the two tasks sleep asks of the model."""
     note = " ".join(statement(fact, rng, split) for fact in facts)
     if rng.random() < 0.5:
-        lines = [f"{i}. {q}" for i, q in enumerate(questions_about(facts, rng, split), 1)]
+        lines = [f"{i}. {q}" for i, q in enumerate(questions_about(facts, split), 1)]
         return note_task_text(rng.choice(QUESTIONS_TASK[split]), note), "\n".join(lines)
     lines = [f"- {fact.restated}" for fact in facts]
     return note_task_text(rng.choice(RESTATE_TASK[split]), note), "\n".join(lines)

@@ -677,6 +677,27 @@ is_on is_set_for falls_on is_booked_for is_scheduled_for happens_on takes_place_
 got_booked_for is_planned_for is_fixed_for will_be_on
 """)
 ASIDES = _phrases("really honestly as_you_know of_course by_now actually still officially")
+# Words slipped in among a training turn's words, so that words the model has never seen
+# (held-out phrasings bring them) read as noise around the subject and the value. None
+# occurs in a held-out phrasing; made-up one-syllable words stand for any other word.
+FILLER_WORDS = _phrases("""
+always usually often sometimes really quite very truly mostly maybe perhaps probably surely
+totally basically simply clearly anyway though also even already soon here together once so
+well pretty rather fairly somewhat definitely honestly certainly seriously apparently
+obviously naturally personally currently said told reckon guess figure heard mentioned noted
+wrote mean think believe suppose recall see look
+""")
+
+
+def filler(rng: random.Random) -> str:
+    """One to three filler words, real or made up."""
+    words = [
+        rng.choice(FILLER_WORDS)
+        if rng.random() < 0.5
+        else rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS)
+        for _ in range(rng.randint(1, 3))
+    ]
+    return " ".join(words)
 
 
 # -- small talk -------------------------------------------------------------------

@@ -155,22 +155,28 @@ class TorchBackend:
         return out
 
     def teacher_topk(self, prefix: Sequence[int], probes: Sequence[Probe], k: int) -> list[TopK]:
-        """Runs the prefix once, then each probe on its cached keys and values (cropped back)."""
+        """Runs the prefix once, then each probe on its cached keys and values (cropped back).
+
+        Only the positions that predict answer tokens are projected to the vocabulary:
+        the prefix's and prompts' logits would cost a vocabulary-wide matmul per token.
+        """
         torch = self._torch
+        causal_lm = self.model.get_base_model()
         targets: list[TopK] = []
         with torch.no_grad(), self._view(student=False):
-            first = self.model(input_ids=self._ids(prefix), use_cache=True)
-            cache, after_prefix = first.past_key_values, first.logits[0, -1:]
+            first = causal_lm.model(input_ids=self._ids(prefix), use_cache=True)
+            cache, after_prefix = first.past_key_values, first.last_hidden_state[0, -1:]
             for probe in probes:
-                logits = self.model(
+                hidden = causal_lm.model(
                     input_ids=self._ids([*probe.prompt, *probe.answer]),
                     past_key_values=cache,
                     use_cache=True,
-                ).logits[0]
+                ).last_hidden_state[0]
                 cache.crop(-(len(probe.prompt) + len(probe.answer)))  # back to the prefix
-                # Position i's logits predict token i+1; the prefix's last predicts the first.
-                scored = torch.cat([after_prefix, logits])[len(probe.prompt) :][: len(probe.answer)]
-                best = torch.log_softmax(scored.float(), dim=-1).topk(k, dim=-1)
+                # Position i predicts token i+1; the prefix's last position predicts the first.
+                answering = torch.cat([after_prefix, hidden])[len(probe.prompt) :]
+                logits = causal_lm.lm_head(answering[: len(probe.answer)]).float()
+                best = torch.log_softmax(logits, dim=-1).topk(k, dim=-1)
                 targets.append(TopK(best.indices.cpu().numpy(), best.values.cpu().numpy()))
         return targets
 

@@ -118,8 +118,12 @@ def _syllable_name(rng: random.Random) -> str:
     ).capitalize()
 
 
+def _syllable(rng: random.Random) -> str:
+    return rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS)
+
+
 def _town(rng: random.Random) -> str:
-    root = rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS)
+    root = _syllable(rng)
     return rng.choice(_TOWN_PREFIXES) + (root + rng.choice(_TOWN_SUFFIXES)).capitalize()
 
 
@@ -692,9 +696,7 @@ wrote mean think believe suppose recall see look
 def filler(rng: random.Random) -> str:
     """One to three filler words, real or made up."""
     words = [
-        rng.choice(FILLER_WORDS)
-        if rng.random() < 0.5
-        else rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS)
+        rng.choice(FILLER_WORDS) if rng.random() < 0.5 else _syllable(rng)
         for _ in range(rng.randint(1, 3))
     ]
     return " ".join(words)

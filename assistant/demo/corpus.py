@@ -73,15 +73,13 @@ def statement(fact: Fact, rng: random.Random, split: Split, update: bool = False
     if split == "train":  # the held-out side keeps its templates exactly
         if not update and fact.slot.subject and rng.random() < LINKED_SHARE:
             template = _linked(fact.slot, rng)
-        template = _dressed(_padded(template, rng, fact.slot.subject), rng)
+        template = _varied(template, rng, fact.slot.subject)
     return with_value(template, fact.value)
 
 
 def question(slot: Slot, rng: random.Random, split: Split) -> str:
     template = rng.choice(slot.phrasings(split).questions)
-    if split == "train":
-        template = _dressed(_padded(template, rng, slot.subject), rng)
-    return template
+    return _varied(template, rng, slot.subject) if split == "train" else template
 
 
 def _linked(slot: Slot, rng: random.Random) -> str:
@@ -90,6 +88,11 @@ def _linked(slot: Slot, rng: random.Random) -> str:
     if rng.random() < 0.3:
         link = f"{rng.choice(ASIDES)} {link}"
     return f"{slot.subject} {link} {{v}}."
+
+
+def _varied(template: str, rng: random.Random, subject: str) -> str:
+    """A training template with the words around its subject and value varied."""
+    return _dressed(_padded(template, rng, subject), rng)
 
 
 def _dressed(template: str, rng: random.Random) -> str:

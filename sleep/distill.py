@@ -18,8 +18,10 @@ from dataclasses import dataclass
 
 from assistant.backends.protocol import Backend, Lesson, Probe
 
-# Candidate anchors: small talk, and personal questions whose answer must stay "you have not
-# told me" unless today's notes say otherwise (the runner drops those the notes change).
+# Candidate anchors: small talk, and personal questions whose answer must stay what it was
+# (for a model told nothing: "you have not told me") unless today's notes say otherwise; the
+# runner drops those the notes change. They span the kinds of things people tell an assistant,
+# so that learning one relative's or appointment's answer does not spill into the others'.
 ANCHOR_PROMPTS = (
     "Hello!",
     "Thanks, that helps.",
@@ -27,23 +29,63 @@ ANCHOR_PROMPTS = (
     "Can you keep your answers short?",
     "Good night!",
     "What can you do for me?",
-    "What is my dog's name?",
-    "What is my cat called?",
+    *(
+        f"What is my {who}'s name?"
+        for who in (
+            "mother",
+            "father",
+            "sister",
+            "brother",
+            "son",
+            "daughter",
+            "grandmother",
+            "grandfather",
+            "aunt",
+            "uncle",
+            "cousin",
+            "niece",
+            "nephew",
+            "partner",
+            "best friend",
+            "neighbour",
+            "boss",
+            "colleague",
+            "roommate",
+            "landlord",
+        )
+    ),
+    *(
+        f"What is my {pet} called?"
+        for pet in ("dog", "cat", "rabbit", "parrot", "hamster", "horse", "goldfish")
+    ),
+    *(
+        f"When is my {event}?"
+        for event in (
+            "dentist appointment",
+            "doctor's appointment",
+            "haircut",
+            "job interview",
+            "car service",
+            "eye exam",
+            "piano lesson",
+            "yoga class",
+        )
+    ),
     "Which city do I live in?",
+    "Where did I grow up?",
     "Where do I work?",
     "What is my job?",
-    "What is my partner's name?",
-    "What is my sister's name?",
-    "What is my best friend's name?",
     "When is my birthday?",
     "What is my favourite food?",
     "What is my favourite colour?",
     "What music do I like?",
     "What is my favourite book?",
+    "What is my favourite film?",
+    "What do I like to drink?",
+    "Which team do I support?",
     "Am I allergic to anything?",
     "What car do I drive?",
     "What is my hobby?",
-    "When is my dentist appointment?",
 )
 
 

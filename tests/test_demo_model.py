@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 from assistant.cli import cli
 from assistant.demo.corpus import encode_transcript, render_message, transcripts
-from assistant.demo.training import PRESETS, train_demo_model
+from assistant.demo.training import MAX_FINAL_COPY_LOSS, PRESETS, train_demo_model
+from assistant.errors import ModelError
 from assistant.hf_weights import read_config
 
 # Cross-entropy per assistant token after the tiny preset's 100 steps (it starts near ln V).
@@ -23,6 +24,29 @@ def test_tiny_config_trains_and_its_loss_falls(tmp_path):
     assert report.final_loss < TINY_LOSS_BOUND
     assert read_config(tmp_path / "tiny")["architectures"] == ["LlamaForCausalLM"]
     assert json.loads((tmp_path / "tiny" / "training.json").read_text())["steps"] == 100
+
+
+def test_a_warm_up_that_does_not_learn_to_copy_stops_the_build_before_the_corpus(tmp_path):
+    from dataclasses import replace
+
+    # Two warm-up steps are far too few to learn copying: the copy batches stay near ln V.
+    config = replace(PRESETS["tiny"], copy_schedule=((2, 32),), copy_every=2, steps=4)
+    steps = []
+    with pytest.raises(ModelError, match="the copy warm-up ended at copy loss"):
+        train_demo_model(config, tmp_path / "broken", lambda step, *_: steps.append(step))
+    assert steps == [1, 2]
+
+
+def test_a_build_that_cannot_copy_at_the_end_fails_and_keeps_its_log(tmp_path):
+    from dataclasses import replace
+
+    config = replace(
+        PRESETS["tiny"], copy_schedule=((2, 32),), copy_formed_loss=99.0, copy_every=2, steps=6
+    )
+    with pytest.raises(ModelError, match="did not learn to read from its context"):
+        train_demo_model(config, tmp_path / "broken")
+    log = json.loads((tmp_path / "broken" / "training.json").read_text())
+    assert log["final_copy_loss"] > MAX_FINAL_COPY_LOSS
 
 
 @pytest.mark.slow
@@ -71,21 +95,22 @@ def test_copy_warm_up_then_the_corpus_with_copy_batches_mixed_in(tmp_path):
     from dataclasses import replace
 
     from assistant.bpe import train_tokenizer
-    from assistant.demo.training import copy_batch, training_schedule
+    from assistant.demo.training import copy_batch, corpus_schedule, warm_up_schedule
 
     config = replace(
         PRESETS["tiny"], copy_schedule=((2, 32), (3, 64)), copy_every=2, steps=4, batch_tokens=256
     )
     sample = ["".join(map(render_message, t)) for t in itertools.islice(transcripts(0), 200)]
     tokenizer = train_tokenizer(sample, tmp_path, config.vocab_size)
-    schedule = list(training_schedule(tokenizer, config))
-    assert len(schedule) == 3 + config.steps
-    widths = [len(ids[0]) for (ids, _), _ in schedule[:3]]
-    assert widths == [32, 32, 64]
-    assert schedule[0][1] < schedule[2][1] <= config.copy_learning_rate  # gentle warm-up
+    copy_rng = random.Random(0)
+    warm_up = list(warm_up_schedule(config, len(tokenizer), copy_rng))
+    schedule = warm_up + list(corpus_schedule(tokenizer, config, copy_rng))
+    assert [len(step.batch[0][0]) for step in warm_up] == [32, 32, 64]
+    rates = [step.learning_rate for step in warm_up]
+    assert rates[0] < rates[2] <= config.copy_learning_rate  # gentle warm-up
+    assert [step.phase for step in schedule] == [*["warm-up"] * 3, *["corpus", "copy"] * 2]
     start = 1  # <|im_start|>: transcripts begin with it, copy rows with a random token
-    kinds = ["corpus" if ids[0][0] == start else "copy" for (ids, _), _ in schedule[3:]]
-    assert kinds == ["corpus", "copy", "corpus", "copy"]
+    assert all((step.batch[0][0][0] == start) == (step.phase == "corpus") for step in schedule)
 
     ids, labels = copy_batch(random.Random(0), 1000, 64, 128)
     assert len(ids) == 2 and all(len(row) == 64 for row in ids)

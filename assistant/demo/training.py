@@ -2,8 +2,11 @@
 
 The loop is deliberately plain (nanoGPT-style): batches of transcripts of
 similar length, loss on the assistant's turns only, AdamW with warmup and
-cosine decay, bf16 autocast where the CPU supports it. The result is a normal
-Hugging Face directory that the model registry treats like any other model.
+cosine decay, bf16 autocast where the CPU supports it. Before the corpus, a
+copy warm-up must teach the model to copy from its context, or the build stops
+there: a model that cannot read its notes is never used.
+The result is a normal Hugging Face directory that the model registry treats
+like any other model.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from statistics import fmean
+from typing import NamedTuple
 
 from assistant.bpe import SPECIAL_TOKENS, train_tokenizer
 from assistant.demo.corpus import (
@@ -24,12 +29,23 @@ from assistant.demo.corpus import (
     render_message,
     transcripts,
 )
+from assistant.errors import ModelError
 from assistant.hardware import cpu_flags
 
+WARM_UP, CORPUS, COPY = "warm-up", "corpus", "copy"  # a step's phase
 _FIRST_COPY_TOKEN = 8  # copy rows avoid the special tokens
 _COPY_ALPHABETS = (16, 64, 256, 0)  # distinct tokens a copied sequence uses (0: any)
+# A build whose copy batches still cost this much at the end cannot read from its context (a
+# working one ends near 0.1, a failed one near ln V): it fails rather than being used.
+MAX_FINAL_COPY_LOSS = 1.0
 # A cached build is reused only if these sources (the corpus and how it is trained) are unchanged.
-_BUILD_SOURCES = ("demo/facts.py", "demo/corpus.py", "demo/training.py", "prompting.py", "bpe.py")
+_BUILD_SOURCES = (
+    "demo/facts.py",
+    "demo/corpus.py",
+    "demo/training.py",
+    "prompting.py",
+    "bpe.py",
+)
 
 
 @dataclass(frozen=True)
@@ -58,6 +74,10 @@ class DemoConfig:
         (1100, 512),
     )
     copy_learning_rate: float = 2e-3
+    # Copying forms at a step that depends on the initial weights, and the corpus erases a
+    # half-formed copy skill for good: a warm-up whose copy loss (mean of its last 50 steps)
+    # is still above this stops the build before the corpus.
+    copy_formed_loss: float = 0.5
     copy_every: int = 4  # afterwards, every n-th batch is still a copy batch (0: none)
 
     @property
@@ -99,7 +119,8 @@ class TrainingReport:
     seconds: float
     tokens_seen: int
     first_loss: float
-    final_loss: float  # mean of the last 10% of steps
+    final_loss: float  # corpus batches: mean of the last 10%
+    final_copy_loss: float | None  # copy batches mixed into the corpus: mean of the last 10%
 
 
 Progress = Callable[[int, int, float], None]
@@ -141,7 +162,10 @@ def copy_batch(
     token recurs within them and the next one is found only by matching the tokens
     before it too: what copying a name split into common pieces ("Muff|in") needs.
     """
-    start, end = SPECIAL_TOKENS.index("<|im_start|>"), SPECIAL_TOKENS.index("<|im_end|>")
+    start, end = (
+        SPECIAL_TOKENS.index("<|im_start|>"),
+        SPECIAL_TOKENS.index("<|im_end|>"),
+    )
     rows, targets = [], []
     for _ in range(max(1, batch_tokens // row_tokens)):
         row: list[int] = []
@@ -159,28 +183,43 @@ def copy_batch(
     return rows, targets
 
 
-def _copy_steps(config: DemoConfig) -> int:
-    return config.copy_schedule[-1][0] if config.copy_schedule else 0
+class Step(NamedTuple):
+    batch: tuple[list, list]  # (token ids, labels), rows padded to one width
+    learning_rate: float
+    phase: str  # "warm-up" (copy batches), then "corpus" or "copy" (mixed into the corpus)
 
 
-def training_schedule(tokenizer, config: DemoConfig) -> Iterator[tuple[tuple[list, list], float]]:
-    """(batch, learning rate) for every step: the copy warm-up at its own gentle rate, then
-    the corpus with its warmup and cosine decay, every ``copy_every``-th batch a copy batch."""
-    vocab_size, copy_rng = len(tokenizer), random.Random(config.seed + 2)
+def warm_up_schedule(
+    config: DemoConfig, vocab_size: int, copy_rng: random.Random
+) -> Iterator[Step]:
+    """The copy warm-up: copy batches in rows growing to the longest, at a gentle rate."""
     step = 0
     for until, row_tokens in config.copy_schedule:
         while step < until:
             rate = config.copy_learning_rate * min(1.0, (step + 1) / 50)
-            yield copy_batch(copy_rng, vocab_size, row_tokens, config.batch_tokens), rate
+            yield Step(
+                copy_batch(copy_rng, vocab_size, row_tokens, config.batch_tokens),
+                rate,
+                WARM_UP,
+            )
             step += 1
+
+
+def corpus_schedule(tokenizer, config: DemoConfig, copy_rng: random.Random) -> Iterator[Step]:
+    """The corpus with its warmup and cosine decay, every ``copy_every``-th batch a copy batch."""
+    vocab_size = len(tokenizer)
     data = batches(tokenizer, config, config.seed + 1)
     longest_copy = config.copy_schedule[-1][1] if config.copy_schedule else 0
     for step in range(config.steps):
         rate = _learning_rate(config, step)
         if config.copy_every and step % config.copy_every == config.copy_every - 1:
-            yield copy_batch(copy_rng, vocab_size, longest_copy, config.batch_tokens), rate
+            yield Step(
+                copy_batch(copy_rng, vocab_size, longest_copy, config.batch_tokens),
+                rate,
+                COPY,
+            )
         else:
-            yield next(data), rate
+            yield Step(next(data), rate, CORPUS)
 
 
 def _learning_rate(config: DemoConfig, step: int) -> float:
@@ -194,9 +233,6 @@ def train_demo_model(
     config: DemoConfig, out_dir: Path, progress: Progress = lambda *_: None
 ) -> TrainingReport:
     """Build the tokenizer and the model into ``out_dir`` (a Hugging Face directory)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     corpus = transcripts(config.seed)
@@ -207,7 +243,63 @@ def train_demo_model(
     tokenizer = train_tokenizer(sample, out_dir, config.vocab_size)
     _write_tokenizer_flags(out_dir)
 
-    torch.manual_seed(config.seed)
+    # bf16 autocast pays off only with native bf16 matmuls (AMX / AVX512-BF16).
+    use_bf16 = bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+    losses: dict[str, list[float]] = {WARM_UP: [], CORPUS: [], COPY: []}
+    warm_up_steps = config.copy_schedule[-1][0] if config.copy_schedule else 0
+    done, tokens_seen = 0, 0
+
+    def train(model, optimizer, steps: Iterator[Step], total: int) -> None:
+        nonlocal done, tokens_seen
+        for batch, learning_rate, phase in steps:
+            loss = _train_step(model, optimizer, batch, learning_rate, use_bf16)
+            losses[phase].append(loss)
+            done, tokens_seen = done + 1, tokens_seen + len(batch[0]) * len(batch[0][0])
+            progress(done, total, loss)
+
+    model, optimizer = _new_model(config, tokenizer, config.seed)
+    copy_rng = random.Random(config.seed + 2)
+    total = warm_up_steps + config.steps
+    train(model, optimizer, warm_up_schedule(config, len(tokenizer), copy_rng), total)
+    if losses[WARM_UP] and fmean(losses[WARM_UP][-50:]) > config.copy_formed_loss:
+        raise ModelError(
+            f"The demo model did not learn to read from its context: the copy warm-up ended"
+            f" at copy loss {fmean(losses[WARM_UP][-50:]):.2f}, above"
+            f" {config.copy_formed_loss}, so the build stopped before the corpus.",
+            hint="The recipe in assistant/demo/training.py needs work for this DemoConfig.",
+        )
+    train(model, optimizer, corpus_schedule(tokenizer, config, copy_rng), total)
+
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(out_dir)
+    report = TrainingReport(
+        config=asdict(config),
+        parameters=sum(p.numel() for p in model.parameters()),
+        steps=done,
+        seconds=round(time.perf_counter() - started, 1),
+        tokens_seen=tokens_seen,
+        first_loss=(losses[WARM_UP] or losses[CORPUS])[0],
+        final_loss=_tail_mean(losses[CORPUS]),
+        final_copy_loss=_tail_mean(losses[COPY]) if losses[COPY] else None,
+    )
+    (out_dir / "training.json").write_text(json.dumps(asdict(report), indent=2))
+    if report.final_copy_loss is not None and report.final_copy_loss > MAX_FINAL_COPY_LOSS:
+        raise ModelError(
+            f"The demo model did not learn to read from its context (copy loss"
+            f" {report.final_copy_loss:.2f} at the end, a working build ends below"
+            f" {MAX_FINAL_COPY_LOSS}), so it is not used.",
+            hint=f"Its training log is {out_dir / 'training.json'}; the recipe in"
+            " assistant/demo/training.py needs work for this DemoConfig.",
+        )
+    return report
+
+
+def _new_model(config: DemoConfig, tokenizer, seed: int):
+    """A freshly initialised Llama (weights from ``seed``) and its optimizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
     model = LlamaForCausalLM(
         LlamaConfig(
             vocab_size=len(tokenizer),
@@ -223,43 +315,32 @@ def train_demo_model(
             pad_token_id=tokenizer.pad_token_id,
         )
     )
+    model.train()
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, betas=(0.9, 0.95), weight_decay=0.1
     )
-    # bf16 autocast pays off only with native bf16 matmuls (AMX / AVX512-BF16).
-    use_bf16 = bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
-    losses: list[float] = []
-    tokens_seen = 0
-    model.train()
-    total_steps = _copy_steps(config) + config.steps
-    for step, (batch, learning_rate) in enumerate(training_schedule(tokenizer, config)):
-        ids, labels = (torch.tensor(t) for t in batch)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-            loss = _assistant_loss(model, ids, labels)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        tokens_seen += ids.numel()
-        progress(step + 1, total_steps, losses[-1])
+    return model, optimizer
 
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.save_pretrained(out_dir)
-    tail = losses[-max(1, len(losses) // 10) :]
-    report = TrainingReport(
-        config=asdict(config),
-        parameters=sum(p.numel() for p in model.parameters()),
-        steps=total_steps,
-        seconds=round(time.perf_counter() - started, 1),
-        tokens_seen=tokens_seen,
-        first_loss=losses[0],
-        final_loss=sum(tail) / len(tail),
-    )
-    (out_dir / "training.json").write_text(json.dumps(asdict(report), indent=2))
-    return report
+
+def _train_step(model, optimizer, batch: tuple[list, list], learning_rate: float, bf16: bool):
+    """One AdamW step on a batch; returns its loss."""
+    import torch
+
+    ids, labels = (torch.tensor(t) for t in batch)
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = _assistant_loss(model, ids, labels)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item()
+
+
+def _tail_mean(values: list[float]) -> float:
+    """Mean of the last 10%: one batch's loss is noisy."""
+    return fmean(values[-max(1, len(values) // 10) :])
 
 
 def _assistant_loss(model, ids, labels):

@@ -249,7 +249,10 @@ def train_demo_model(
     warm_up_steps = config.copy_schedule[-1][0] if config.copy_schedule else 0
     done, tokens_seen = 0, 0
 
-    def train(model, optimizer, steps: Iterator[Step], total: int) -> None:
+    model, optimizer = _new_model(config, tokenizer)
+    total = warm_up_steps + config.steps
+
+    def train(steps: Iterator[Step]) -> None:
         nonlocal done, tokens_seen
         for batch, learning_rate, phase in steps:
             loss = _train_step(model, optimizer, batch, learning_rate, use_bf16)
@@ -257,18 +260,17 @@ def train_demo_model(
             done, tokens_seen = done + 1, tokens_seen + len(batch[0]) * len(batch[0][0])
             progress(done, total, loss)
 
-    model, optimizer = _new_model(config, tokenizer, config.seed)
     copy_rng = random.Random(config.seed + 2)
-    total = warm_up_steps + config.steps
-    train(model, optimizer, warm_up_schedule(config, len(tokenizer), copy_rng), total)
-    if losses[WARM_UP] and fmean(losses[WARM_UP][-50:]) > config.copy_formed_loss:
+    train(warm_up_schedule(config, len(tokenizer), copy_rng))
+    warm_up_loss = fmean(losses[WARM_UP][-50:]) if losses[WARM_UP] else 0.0
+    if warm_up_loss > config.copy_formed_loss:
         raise ModelError(
             f"The demo model did not learn to read from its context: the copy warm-up ended"
-            f" at copy loss {fmean(losses[WARM_UP][-50:]):.2f}, above"
+            f" at copy loss {warm_up_loss:.2f}, above"
             f" {config.copy_formed_loss}, so the build stopped before the corpus.",
             hint="The recipe in assistant/demo/training.py needs work for this DemoConfig.",
         )
-    train(model, optimizer, corpus_schedule(tokenizer, config, copy_rng), total)
+    train(corpus_schedule(tokenizer, config, copy_rng))
 
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(out_dir)
@@ -294,12 +296,12 @@ def train_demo_model(
     return report
 
 
-def _new_model(config: DemoConfig, tokenizer, seed: int):
-    """A freshly initialised Llama (weights from ``seed``) and its optimizer."""
+def _new_model(config: DemoConfig, tokenizer):
+    """A freshly initialised Llama (weights from the config's seed) and its optimizer."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(seed)
+    torch.manual_seed(config.seed)
     model = LlamaForCausalLM(
         LlamaConfig(
             vocab_size=len(tokenizer),

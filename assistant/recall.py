@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 from assistant.chat import ChatSession
@@ -34,7 +35,16 @@ from assistant.demo.corpus import (
     statement,
     transcripts,
 )
-from assistant.demo.facts import SLOTS, SMALL_TALK, Slot
+from assistant.demo.facts import (
+    ACKNOWLEDGE,
+    ACKNOWLEDGE_UPDATE,
+    QUESTIONS_TASK,
+    RECITE_TASK,
+    RESTATE_TASK,
+    SLOTS,
+    SMALL_TALK,
+    Slot,
+)
 from assistant.engine import ChatEngine
 from assistant.errors import AssistantError
 from assistant.keys import initialize
@@ -69,6 +79,21 @@ def mentions(answer: str, value: str) -> bool:
 def is_abstention(answer: str) -> bool:
     text = normalise(answer)
     return any(marker in text for marker in ABSTAIN_MARKERS)
+
+
+def reply_kind(asked: str, reply: str) -> str:
+    """What an assistant turn of the drift slice does, so drift says what a night changed:
+    answering from notes, saying it was not told, acknowledging a statement, the note tasks
+    sleep needs (questions, restatements, recitals), or small talk."""
+    if is_abstention(reply):
+        return "dont_know"
+    if reply.startswith(tuple(t.split("{")[0] for t in (ACKNOWLEDGE, ACKNOWLEDGE_UPDATE))):
+        return "acknowledgement"
+    if asked.startswith(QUESTIONS_TASK[SPLIT] + RESTATE_TASK[SPLIT] + RECITE_TASK[SPLIT]):
+        return "note_task"
+    if asked in {said for said, _ in SMALL_TALK[SPLIT]}:
+        return "small_talk"
+    return "answer"
 
 
 def is_correct(answer: str, expected: str, wrong: tuple[str, ...] = ()) -> bool:
@@ -305,16 +330,18 @@ class RecallBenchmark:
         stage.seconds = round(time.perf_counter() - started, 3)
         return stage
 
-    def perplexity(self) -> float:
-        """Perplexity of the assistant's turns in a fixed held-out slice of the corpus."""
+    def drift_slice(self) -> dict[str, list[float]]:
+        """[summed negative log-likelihood, tokens] of the assistant's turns in a fixed held-out
+        slice of the corpus, by ``reply_kind`` and in all ("all")."""
         engine = self.engine
         bos = engine.tokenize("", add_bos=True)
-        total, count = 0.0, 0
+        totals: dict[str, list[float]] = {}
         stream = transcripts(DRIFT_SEED, split=SPLIT)
         for _ in range(DRIFT_TRANSCRIPTS):
+            messages = next(stream)
             fitted = encode_transcript(
                 lambda text: engine.tokenize(text, add_bos=False),
-                next(stream),
+                messages,
                 max_tokens=engine.n_ctx - len(bos),
             )
             if fitted is None:
@@ -322,9 +349,22 @@ class RecallBenchmark:
             ids, labels = bos + fitted[0], [IGNORE] * len(bos) + fitted[1]
             positions = [i for i in range(1, len(ids)) if labels[i] != IGNORE]
             logprobs = engine.token_logprobs(ids, positions)
-            total -= sum(logprobs)
-            count += len(logprobs)
-        return math.exp(total / count)
+            kinds = [
+                reply_kind(asked["content"], reply["content"])
+                for asked, reply in pairwise(messages)
+                if reply["role"] == "assistant"
+            ]
+            # Each scored assistant turn is one run of consecutive positions, in order.
+            turn, previous = -1, None
+            for position, logprob in zip(positions, logprobs, strict=True):
+                if previous is None or position != previous + 1:
+                    turn += 1
+                previous = position
+                for kind in (kinds[turn], "all"):
+                    total = totals.setdefault(kind, [0.0, 0])
+                    total[0] -= logprob
+                    total[1] += 1
+        return totals
 
     def run(self) -> dict:
         try:
@@ -335,7 +375,7 @@ class RecallBenchmark:
     def _run(self) -> dict:
         nights = plan(self.settings)
         told = [f for night in nights for f in night.facts + night.updates]
-        perplexity_before = self.perplexity()
+        slice_before = self.drift_slice()
         overall = Tally()
         reports = []
         current: dict[str, Fact] = {}
@@ -356,7 +396,7 @@ class RecallBenchmark:
             self.progress(f"night {n}: asking closed book after consolidation")
             stages["ask_closed_book_after"] = self.ask(questions.after, tally, False)
             started = time.perf_counter()
-            drift = self.perplexity() / perplexity_before
+            drift = _drift(slice_before, self.drift_slice())
             stages["drift"] = Stage(seconds=round(time.perf_counter() - started, 3))
             earlier += night.facts + night.updates
             overall.merge(tally)
@@ -367,7 +407,8 @@ class RecallBenchmark:
                     "updates": len(night.updates),
                     "unknown": len(night.unknown),
                     **tally.rates(),
-                    "drift": round(drift, 4),
+                    "drift": drift["all"],
+                    "drift_by_kind": {k: v for k, v in drift.items() if k != "all"},
                     "consolidation": consolidation,
                     "stages": {name: asdict(stage) for name, stage in stages.items()},
                 }
@@ -376,7 +417,7 @@ class RecallBenchmark:
             "benchmark": "recall",
             "settings": asdict(self.settings),
             "consolidation": "none" if self.consolidation is None else "sleep",
-            "perplexity_before": round(perplexity_before, 4),
+            "perplexity_before": round(_perplexity(slice_before["all"]), 4),
             "overall": {**overall.rates(), "drift": reports[-1]["drift"]},
             "nights": reports,
             "failures": overall.failures,
@@ -396,6 +437,15 @@ class RecallBenchmark:
             self.close_engine()
         report["raw_turns_left"] = memory.count()
         return report
+
+
+def _perplexity(total: list[float]) -> float:
+    return math.exp(total[0] / total[1])
+
+
+def _drift(before: dict[str, list[float]], after: dict[str, list[float]]) -> dict[str, float]:
+    """Perplexity after / before, in all and by kind of turn."""
+    return {kind: round(_perplexity(after[kind]) / _perplexity(before[kind]), 4) for kind in before}
 
 
 @contextmanager

@@ -8,7 +8,8 @@ The same as `assistant bench recall`; the benchmark itself lives in
 per night and overall, recall with the facts in context (the upper bound),
 closed book before and after the night's consolidation, retention of earlier
 nights, updated facts, abstention on facts never told, and drift (perplexity
-ratio on a held-out slice of the corpus), with timings and token counts.
+ratio on a held-out slice of the corpus, in all and by kind of assistant turn),
+with timings and token counts.
 """
 
 from __future__ import annotations

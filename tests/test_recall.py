@@ -16,6 +16,7 @@ from assistant.recall import (
     mentions,
     normalise,
     plan,
+    reply_kind,
 )
 
 METRICS = (
@@ -71,6 +72,30 @@ def test_is_abstention(answer, abstains):
     assert is_abstention(answer) is abstains
 
 
+@pytest.mark.parametrize(
+    ("asked", "reply", "kind"),
+    [
+        ("Who did I say my cousin is?", "Your cousin is called Tobias.", "answer"),
+        ("Any idea what my aunt's name is?", "You haven't told me your aunt's name.", "dont_know"),
+        ("My cousin goes by Tobias.", "Got it. Your cousin is called Tobias.", "acknowledgement"),
+        (
+            "Correction, my car is red.",
+            "Thanks for the update. You drive a red car.",
+            "acknowledgement",
+        ),
+        (
+            "Write some questions about the following note:\nMy cousin goes by Tobias.",
+            "What is my cousin's name?\nWho is my cousin?",
+            "note_task",
+        ),
+        ("Remind me of everything I said today.", "Today you told me: ...", "note_task"),
+        ("Morning!", "Good morning! What can I do for you today?", "small_talk"),
+    ],
+)
+def test_drift_turns_are_told_apart_by_what_they_do(asked, reply, kind):
+    assert reply_kind(asked, reply) == kind
+
+
 def test_plan_is_deterministic_and_honest():
     settings = RecallSettings(seed=3, nights=2, facts_per_night=12, updates_per_night=2)
     nights = plan(settings)
@@ -106,6 +131,8 @@ def test_benchmark_runs_end_to_end_without_consolidation(home, tiny_demo):
     assert set(METRICS) <= set(report["overall"])
     first, second = report["nights"]
     assert set(METRICS) <= set(first) and "retention" in second
+    # No consolidation: nothing changed the model, whatever kind of turn is scored.
+    assert first["drift_by_kind"] and set(first["drift_by_kind"].values()) == {1.0}
     told = first["stages"]["tell"]["turns"]
     assert told == 6 + 2 + 2  # facts, small talk (one per conversation), updates
     consolidation = first["consolidation"]

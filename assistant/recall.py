@@ -230,7 +230,7 @@ def night_questions(
     night: Night, current: dict[str, Fact], earlier: list[Fact], told: list[Fact]
 ) -> NightQuestions:
     """What to ask about one night, given the newest value of every fact told so far."""
-    updated = {fact.slot.key for fact in night.updates}
+    updated = list(dict.fromkeys(fact.slot.key for fact in night.updates))  # in a fixed order
     tonight = [f for f in night.facts if f.slot.key not in updated]
     changed = [current[key] for key in updated]
     retained = list(

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -111,6 +114,37 @@ def test_plan_is_deterministic_and_honest():
     for night in nights:
         said = [text for turns in night.conversations for text in turns]
         assert len(said) > len(night.facts) + len(night.updates)  # small talk among them
+
+
+# Prints the order of every question a 2-night benchmark asks (metric, slot).
+_QUESTION_ORDER = """
+from assistant.recall import RecallSettings, night_questions, plan
+nights = plan(RecallSettings(nights=2, facts_per_night=8, updates_per_night=3))
+told = [f for n in nights for f in n.facts + n.updates]
+current, earlier = {}, []
+for night in nights:
+    current.update({f.slot.key: f for f in night.facts + night.updates})
+    asked = night_questions(night, current, earlier, told)
+    for probes in (asked.in_context, asked.before, asked.after):
+        print([(metric, getattr(t, "slot", t).key) for metric, t, _ in probes])
+    earlier += night.facts + night.updates
+"""
+
+
+def test_the_questions_asked_do_not_depend_on_the_python_process():
+    # Each question's wording is drawn when it is first asked, so the order must be fixed
+    # for a seed to reproduce a run (string hashing differs from one process to the next).
+    orders = {
+        subprocess.run(
+            [sys.executable, "-c", _QUESTION_ORDER],
+            env={**os.environ, "PYTHONHASHSEED": str(hash_seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for hash_seed in range(1, 5)
+    }
+    assert len(orders) == 1
 
 
 def test_plan_refuses_more_facts_than_the_corpus_has():

@@ -81,17 +81,22 @@ def is_abstention(answer: str) -> bool:
     return any(marker in text for marker in ABSTAIN_MARKERS)
 
 
+_ACKNOWLEDGEMENTS = tuple(t.split("{")[0] for t in (ACKNOWLEDGE, ACKNOWLEDGE_UPDATE))
+_NOTE_TASKS = QUESTIONS_TASK[SPLIT] + RESTATE_TASK[SPLIT] + RECITE_TASK[SPLIT]
+_SMALL_TALK_SAID = frozenset(said for said, _ in SMALL_TALK[SPLIT])
+
+
 def reply_kind(asked: str, reply: str) -> str:
     """What an assistant turn of the drift slice does, so drift says what a night changed:
     answering from notes, saying it was not told, acknowledging a statement, the note tasks
     sleep needs (questions, restatements, recitals), or small talk."""
     if is_abstention(reply):
         return "dont_know"
-    if reply.startswith(tuple(t.split("{")[0] for t in (ACKNOWLEDGE, ACKNOWLEDGE_UPDATE))):
+    if reply.startswith(_ACKNOWLEDGEMENTS):
         return "acknowledgement"
-    if asked.startswith(QUESTIONS_TASK[SPLIT] + RESTATE_TASK[SPLIT] + RECITE_TASK[SPLIT]):
+    if asked.startswith(_NOTE_TASKS):
         return "note_task"
-    if asked in {said for said, _ in SMALL_TALK[SPLIT]}:
+    if asked in _SMALL_TALK_SAID:
         return "small_talk"
     return "answer"
 

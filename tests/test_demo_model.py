@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 
 import pytest
 from click.testing import CliRunner
@@ -27,8 +28,6 @@ def test_tiny_config_trains_and_its_loss_falls(tmp_path):
 
 
 def test_a_warm_up_that_does_not_learn_to_copy_stops_the_build_before_the_corpus(tmp_path):
-    from dataclasses import replace
-
     # Two warm-up steps are far too few to learn copying: the copy batches stay near ln V.
     config = replace(PRESETS["tiny"], copy_schedule=((2, 32),), copy_every=2, steps=4)
     steps = []
@@ -38,8 +37,6 @@ def test_a_warm_up_that_does_not_learn_to_copy_stops_the_build_before_the_corpus
 
 
 def test_a_build_that_cannot_copy_at_the_end_fails_and_keeps_its_log(tmp_path):
-    from dataclasses import replace
-
     config = replace(
         PRESETS["tiny"], copy_schedule=((2, 32),), copy_formed_loss=99.0, copy_every=2, steps=6
     )
@@ -92,7 +89,6 @@ def test_training_and_llama_cpp_see_the_same_tokens(tiny_demo):
 
 def test_copy_warm_up_then_the_corpus_with_copy_batches_mixed_in(tmp_path):
     import random
-    from dataclasses import replace
 
     from assistant.bpe import train_tokenizer
     from assistant.demo.training import copy_batch, corpus_schedule, warm_up_schedule

@@ -39,13 +39,8 @@ _COPY_ALPHABETS = (16, 64, 256, 0)  # distinct tokens a copied sequence uses (0:
 # working one ends near 0.1, a failed one near ln V): it fails rather than being used.
 MAX_FINAL_COPY_LOSS = 1.0
 # A cached build is reused only if these sources (the corpus and how it is trained) are unchanged.
-_BUILD_SOURCES = (
-    "demo/facts.py",
-    "demo/corpus.py",
-    "demo/training.py",
-    "prompting.py",
-    "bpe.py",
-)
+_BUILD_SOURCES = ("demo/facts.py", "demo/corpus.py", "demo/training.py", "prompting.py", "bpe.py")
+_RECIPE_HINT = "The recipe in assistant/demo/training.py needs work for this DemoConfig."
 
 
 @dataclass(frozen=True)
@@ -79,6 +74,14 @@ class DemoConfig:
     # is still above this stops the build before the corpus.
     copy_formed_loss: float = 0.5
     copy_every: int = 4  # afterwards, every n-th batch is still a copy batch (0: none)
+
+    @property
+    def warm_up_steps(self) -> int:
+        return self.copy_schedule[-1][0] if self.copy_schedule else 0
+
+    @property
+    def longest_copy_row(self) -> int:
+        return self.copy_schedule[-1][1] if self.copy_schedule else 0
 
     @property
     def key(self) -> str:
@@ -162,10 +165,7 @@ def copy_batch(
     token recurs within them and the next one is found only by matching the tokens
     before it too: what copying a name split into common pieces ("Muff|in") needs.
     """
-    start, end = (
-        SPECIAL_TOKENS.index("<|im_start|>"),
-        SPECIAL_TOKENS.index("<|im_end|>"),
-    )
+    start, end = SPECIAL_TOKENS.index("<|im_start|>"), SPECIAL_TOKENS.index("<|im_end|>")
     rows, targets = [], []
     for _ in range(max(1, batch_tokens // row_tokens)):
         row: list[int] = []
@@ -209,12 +209,11 @@ def corpus_schedule(tokenizer, config: DemoConfig, copy_rng: random.Random) -> I
     """The corpus with its warmup and cosine decay, every ``copy_every``-th batch a copy batch."""
     vocab_size = len(tokenizer)
     data = batches(tokenizer, config, config.seed + 1)
-    longest_copy = config.copy_schedule[-1][1] if config.copy_schedule else 0
     for step in range(config.steps):
         rate = _learning_rate(config, step)
         if config.copy_every and step % config.copy_every == config.copy_every - 1:
             yield Step(
-                copy_batch(copy_rng, vocab_size, longest_copy, config.batch_tokens),
+                copy_batch(copy_rng, vocab_size, config.longest_copy_row, config.batch_tokens),
                 rate,
                 COPY,
             )
@@ -246,11 +245,10 @@ def train_demo_model(
     # bf16 autocast pays off only with native bf16 matmuls (AMX / AVX512-BF16).
     use_bf16 = bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
     losses: dict[str, list[float]] = {WARM_UP: [], CORPUS: [], COPY: []}
-    warm_up_steps = config.copy_schedule[-1][0] if config.copy_schedule else 0
     done, tokens_seen = 0, 0
 
     model, optimizer = _new_model(config, tokenizer)
-    total = warm_up_steps + config.steps
+    total = config.warm_up_steps + config.steps
 
     def train(steps: Iterator[Step]) -> None:
         nonlocal done, tokens_seen
@@ -268,7 +266,7 @@ def train_demo_model(
             f"The demo model did not learn to read from its context: the copy warm-up ended"
             f" at copy loss {warm_up_loss:.2f}, above"
             f" {config.copy_formed_loss}, so the build stopped before the corpus.",
-            hint="The recipe in assistant/demo/training.py needs work for this DemoConfig.",
+            hint=_RECIPE_HINT,
         )
     train(corpus_schedule(tokenizer, config, copy_rng))
 
@@ -290,8 +288,7 @@ def train_demo_model(
             f"The demo model did not learn to read from its context (copy loss"
             f" {report.final_copy_loss:.2f} at the end, a working build ends below"
             f" {MAX_FINAL_COPY_LOSS}), so it is not used.",
-            hint=f"Its training log is {out_dir / 'training.json'}; the recipe in"
-            " assistant/demo/training.py needs work for this DemoConfig.",
+            hint=f"Its training log is {out_dir / 'training.json'}. {_RECIPE_HINT}",
         )
     return report
 

@@ -44,6 +44,7 @@ from assistant.demo.facts import (
     SLOTS,
     SMALL_TALK,
     Slot,
+    Wording,
 )
 from assistant.engine import ChatEngine
 from assistant.errors import AssistantError
@@ -127,6 +128,7 @@ class Night:
     updates: list[Fact]  # new values for facts told earlier (tonight or before)
     conversations: list[list[str]]  # what the user says, conversation by conversation
     unknown: list[Slot]  # never told, asked to see the model admit it
+    wordings: dict[Fact, Wording]  # how each fact and update was said
 
 
 def plan(settings: RecallSettings) -> list[Night]:
@@ -158,10 +160,15 @@ def plan(settings: RecallSettings) -> list[Night]:
         ]
         for turns in conversations:
             turns.insert(rng.randint(0, len(turns)), rng.choice(SMALL_TALK[SPLIT])[0])
-        if updates:  # told last, after the values they replace
-            conversations.append([statement(fact, rng, SPLIT, update=True) for fact in updates])
+        changes = [statement(fact, rng, SPLIT, update=True) for fact in updates]
+        if changes:  # told last, after the values they replace
+            conversations.append(changes)
+        wordings = {
+            fact: fact.slot.wording(text, fact.value)
+            for fact, text in zip(facts + updates, said + changes, strict=True)
+        }
         current.update({fact.slot.key: fact for fact in facts + updates})
-        nights.append(Night(facts, updates, conversations, unknown))
+        nights.append(Night(facts, updates, conversations, unknown, wordings))
     return nights
 
 
@@ -200,24 +207,48 @@ class Score:
 @dataclass
 class Tally:
     scores: dict[str, Score] = field(default_factory=dict)
+    # The fact metrics again, by how the fact was said: {metric: {wording: score}}.
+    by_wording: dict[str, dict[str, Score]] = field(default_factory=dict)
     failures: list[dict[str, str]] = field(default_factory=list)
 
-    def record(self, metric: str, ok: bool, asked: str, answer: str, expected: str) -> None:
+    def record(
+        self,
+        metric: str,
+        ok: bool,
+        asked: str,
+        answer: str,
+        expected: str,
+        wording: Wording | None = None,
+    ) -> None:
         self.scores.setdefault(metric, Score()).add(ok)
+        if wording:
+            self.by_wording.setdefault(metric, {}).setdefault(wording, Score()).add(ok)
         if not ok and len(self.failures) < MAX_FAILURES:
             self.failures.append(
                 {"metric": metric, "question": asked, "expected": expected, "answer": answer}
             )
 
     def merge(self, other: Tally) -> None:
-        for metric, score in other.scores.items():
-            mine = self.scores.setdefault(metric, Score())
-            mine.right += score.right
-            mine.total += score.total
+        _add_scores(self.scores, other.scores)
+        for metric, scores in other.by_wording.items():
+            _add_scores(self.by_wording.setdefault(metric, {}), scores)
         self.failures += other.failures[: max(0, MAX_FAILURES - len(self.failures))]
 
     def rates(self) -> dict[str, float | None]:
         return {name: score.rate for name, score in self.scores.items()}
+
+    def rates_by_wording(self) -> dict[str, dict[str, float | None]]:
+        return {
+            metric: {wording: score.rate for wording, score in sorted(scores.items())}
+            for metric, scores in self.by_wording.items()
+        }
+
+
+def _add_scores(total: dict[str, Score], more: dict[str, Score]) -> None:
+    for name, score in more.items():
+        mine = total.setdefault(name, Score())
+        mine.right += score.right
+        mine.total += score.total
 
 
 # (metric, the fact to recall or the slot never told, values that must not be named)
@@ -276,6 +307,7 @@ class RecallBenchmark:
         self.consolidation = consolidation
         self.progress = progress
         self.questions: dict[str, str] = {}
+        self.wordings: dict[Fact, Wording] = {}  # how every fact told so far was said
         self._rng = random.Random(settings.seed + 1)
         self._engine: ChatEngine | None = None
 
@@ -328,7 +360,7 @@ class RecallBenchmark:
             stage.add(session, 1)
             if isinstance(target, Fact):
                 ok = is_correct(answer, target.value, wrong)
-                tally.record(metric, ok, asked, answer, target.value)
+                tally.record(metric, ok, asked, answer, target.value, self.wordings[target])
             else:
                 ok = is_abstention(answer) and not any(mentions(answer, w) for w in wrong)
                 tally.record(metric, ok, asked, answer, "(says it was not told)")
@@ -389,6 +421,7 @@ class RecallBenchmark:
             tally = Tally()
             self.progress(f"night {n}: telling {len(night.facts)} facts")
             stages = {"tell": self.tell(night)}
+            self.wordings.update(night.wordings)
             current.update({f.slot.key: f for f in night.facts + night.updates})
             questions = night_questions(night, current, earlier, told)
             self.progress(f"night {n}: asking with the day's memories in context")
@@ -412,6 +445,7 @@ class RecallBenchmark:
                     "updates": len(night.updates),
                     "unknown": len(night.unknown),
                     **tally.rates(),
+                    "by_wording": tally.rates_by_wording(),
                     "drift": drift["all"],
                     "drift_by_kind": {k: v for k, v in drift.items() if k != "all"},
                     "consolidation": consolidation,
@@ -423,7 +457,11 @@ class RecallBenchmark:
             "settings": asdict(self.settings),
             "consolidation": "none" if self.consolidation is None else "sleep",
             "perplexity_before": round(_perplexity(slice_before["all"]), 4),
-            "overall": {**overall.rates(), "drift": reports[-1]["drift"]},
+            "overall": {
+                **overall.rates(),
+                "by_wording": overall.rates_by_wording(),
+                "drift": reports[-1]["drift"],
+            },
             "nights": reports,
             "failures": overall.failures,
         }

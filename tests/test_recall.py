@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from assistant.cli import cli
+from assistant.demo.facts import SLOTS, with_value
 from assistant.errors import AssistantError
 from assistant.recall import (
     RecallSettings,
@@ -114,6 +115,21 @@ def test_plan_is_deterministic_and_honest():
     for night in nights:
         said = [text for turns in night.conversations for text in turns]
         assert len(said) > len(night.facts) + len(night.updates)  # small talk among them
+        assert set(night.wordings) == set(night.facts + night.updates)
+    wordings = [w for night in nights for w in night.wordings.values()]
+    assert {"own_wording", "shared_frame"} == set(wordings)
+
+
+def test_a_statement_is_told_apart_as_a_shared_frame_or_the_slots_own_wording():
+    cousin = next(slot for slot in SLOTS if slot.key == "family.cousin")
+    said = {
+        "Let me tell you that my cousin's name is Juno.": "shared_frame",
+        "Something you might want to know: my cousin's name is Juno.": "shared_frame",
+        "My cousin goes by Juno.": "own_wording",
+    }
+    assert {with_value(t, "Juno") for t in cousin.held_out.statements} == set(said)
+    for text, wording in said.items():
+        assert cousin.wording(text, "Juno") == wording
 
 
 # Prints the order of every question a 2-night benchmark asks (metric, slot).
@@ -165,6 +181,10 @@ def test_benchmark_runs_end_to_end_without_consolidation(home, tiny_demo):
     assert set(METRICS) <= set(report["overall"])
     first, second = report["nights"]
     assert set(METRICS) <= set(first) and "retention" in second
+    # Each fact metric is split by how the fact was said, and the split adds up.
+    split = report["overall"]["by_wording"]["recall_in_context"]
+    assert set(split) <= {"own_wording", "shared_frame"}
+    assert min(split.values()) <= report["overall"]["recall_in_context"] <= max(split.values())
     # No consolidation: nothing changed the model, whatever kind of turn is scored.
     assert first["drift_by_kind"] and set(first["drift_by_kind"].values()) == {1.0}
     told = first["stages"]["tell"]["turns"]

@@ -23,6 +23,7 @@ from assistant.prompting import QUESTIONS_PROMPT, RESTATE_PROMPT
 
 Split = Literal["train", "held_out"]
 SPLITS: tuple[Split, ...] = ("train", "held_out")
+Wording = Literal["shared_frame", "own_wording"]
 
 
 def split_of_value(value: str, pool: str) -> Split:
@@ -198,6 +199,7 @@ class Slot:
     train: Phrasings
     held_out: Phrasings
     subject: str = ""  # what the fact is about, first person ("my sister"); "" if none reads well
+    framed: frozenset[str] = frozenset()  # its templates from the frames every slot shares
 
     @property
     def can_change(self) -> bool:
@@ -205,6 +207,12 @@ class Slot:
 
     def phrasings(self, split: Split) -> Phrasings:
         return self.train if split == "train" else self.held_out
+
+    def wording(self, said: str, value: str) -> Wording:
+        """Whether ``said`` (a held-out statement of ``value``) is in a shared frame or in
+        the slot's own words: a model trained on the corpus reads the two very differently."""
+        framed = any(with_value(t, value) == said for t in self.framed)
+        return "shared_frame" if framed else "own_wording"
 
 
 def with_value(template: str, value: str) -> str:
@@ -324,11 +332,13 @@ def _slot(
 ) -> Slot:
     """A slot: its own phrasings plus the shared frames filled with each noun phrase."""
     frames, frames_held_out = (_WHEN, _WHEN_HELD_OUT) if when else (_WHAT, _WHAT_HELD_OUT)
+    framed: set[str] = set()
 
     def fill(own: Phrasings, shared: Phrasings) -> Phrasings:
         def each(own_part: tuple[str, ...], shared_part: tuple[str, ...]) -> tuple[str, ...]:
-            filled = [f.replace("{np}", np) for f in shared_part for np in nps]
-            return tuple(own_part) + tuple(t[0].upper() + t[1:] for t in filled)
+            filled = [_capitalised(f.replace("{np}", np)) for f in shared_part for np in nps]
+            framed.update(filled)
+            return tuple(own_part) + tuple(filled)
 
         return Phrasings(
             each(own.statements, shared.statements),
@@ -336,6 +346,7 @@ def _slot(
             each(own.updates, shared.updates) if can_change else (),
         )
 
+    train, held_out = fill(train, frames), fill(held_out, frames_held_out)
     canonical = nps[0] if nps else ""
     answer = answer or f"{_your(canonical)} is {'on ' if when else ''}{{v}}."
     return Slot(
@@ -345,9 +356,10 @@ def _slot(
         answer=_capitalised(answer),
         fact=fact or _capitalised(re.sub(r"\b[Yy]our\b", "the user's", answer)),
         topic=topic or (f"when {_your(canonical)} is" if when else _your(canonical)),
-        train=fill(train, frames),
-        held_out=fill(held_out, frames_held_out),
+        train=train,
+        held_out=held_out,
         subject="" if "{a}" in answer else canonical.removesuffix("'s name"),
+        framed=frozenset(framed),
     )
 
 

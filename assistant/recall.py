@@ -307,7 +307,7 @@ class RecallBenchmark:
         self.consolidation = consolidation
         self.progress = progress
         self.questions: dict[str, str] = {}
-        self.wordings: dict[Fact, Wording] = {}  # how every fact told so far was said
+        self.wordings: dict[Fact, Wording] = {}  # how each fact of the plan is said
         self._rng = random.Random(settings.seed + 1)
         self._engine: ChatEngine | None = None
 
@@ -412,6 +412,7 @@ class RecallBenchmark:
     def _run(self) -> dict:
         nights = plan(self.settings)
         told = [f for night in nights for f in night.facts + night.updates]
+        self.wordings = {fact: w for night in nights for fact, w in night.wordings.items()}
         slice_before = self.drift_slice()
         overall = Tally()
         reports = []
@@ -421,7 +422,6 @@ class RecallBenchmark:
             tally = Tally()
             self.progress(f"night {n}: telling {len(night.facts)} facts")
             stages = {"tell": self.tell(night)}
-            self.wordings.update(night.wordings)
             current.update({f.slot.key: f for f in night.facts + night.updates})
             questions = night_questions(night, current, earlier, told)
             self.progress(f"night {n}: asking with the day's memories in context")

@@ -11,13 +11,9 @@ from dataclasses import dataclass
 
 from assistant.engine import ChatEngine
 from assistant.errors import InvalidMessageError
-from assistant.memory import MemoryStore, Turn, validate_message
-from assistant.prompting import chat_messages
+from assistant.prompting import NOTES_PER_MESSAGE, ChatPrompt, chat_prompt
 from assistant.retrieval import MemoryIndex
-
-# Share of the prompt budget (in characters, ~4 per token) today's memories may take.
-NOTES_SHARE = 0.5
-CHARS_PER_TOKEN = 4
+from assistant.store.memory import MemoryStore, Turn, validate_message
 
 
 @dataclass
@@ -53,20 +49,20 @@ class ChatSession:
             if t.role == "user" and t.conversation_id != self.conversation_id
         )
 
-    def prompt(self, text: str) -> tuple[list[dict[str, str]], list[int]]:
-        """The longest prompt that fits, as (messages, tokens): drop notes, then oldest turns."""
+    def prompt(self, text: str) -> tuple[ChatPrompt, list[int]]:
+        """The longest prompt that fits, as (layout, tokens): drop oldest turns, then notes."""
         budget = self.engine.n_ctx - self.max_reply_tokens
-        notes = self.index.select(text, int(budget * CHARS_PER_TOKEN * NOTES_SHARE))
+        notes = self.index.select(text, NOTES_PER_MESSAGE)
         history = [(t.role, t.text) for t in self.history]
         while True:
-            messages = chat_messages(notes, history, text)
-            tokens = self.engine.tokenize(self.engine.render(messages))
+            prompt = chat_prompt(notes, history, text)
+            tokens = self.engine.tokenize(self.engine.render(prompt.messages) + prompt.reply_prefix)
             if len(tokens) <= budget:
-                return messages, tokens
+                return prompt, tokens
             if history:
                 history = history[2:] if len(history) > 1 else []
             elif notes:
-                notes = notes[len(notes) // 2 + 1 :] if len(notes) > 1 else []
+                notes = notes[1:]
             else:
                 raise InvalidMessageError(
                     f"The message is too long for the model: {len(tokens)} tokens,"
@@ -82,9 +78,9 @@ class ChatSession:
     ) -> Turn | None:
         """Store ``text``, stream a reply through ``on_piece``, store and return the reply."""
         validate_message(text)
-        _, prompt = self.prompt(text)
+        prompt, tokens = self.prompt(text)
         self.history.append(self.store.append(self.conversation_id, "user", text))
-        reply = self._generate(prompt, on_piece, should_stop)
+        reply = self._generate(prompt.reply_prefix, tokens, on_piece, should_stop)
         if not reply:
             return None
         turn = self.store.append(self.conversation_id, "assistant", reply)
@@ -97,20 +93,28 @@ class ChatSession:
         Used to probe what the model knows (the recall benchmark, sleep's checks).
         """
         validate_message(text)
-        return self._generate(self.prompt(text)[1])
+        prompt, tokens = self.prompt(text)
+        return self._generate(prompt.reply_prefix, tokens)
 
     def _generate(
         self,
-        prompt: list[int],
+        reply_prefix: str,
+        tokens: list[int],
         on_piece: Callable[[str], None] = lambda _: None,
         should_stop: Callable[[], bool] = lambda: False,
     ) -> str:
+        """The reply: ``reply_prefix`` (already in ``tokens``) and what the model adds to it."""
         pieces: list[str] = []
         for piece in self.engine.stream(
-            prompt, self.max_reply_tokens, self.temperature, should_stop
+            tokens, self.max_reply_tokens, self.temperature, should_stop
         ):
+            if not pieces and reply_prefix:
+                piece = piece.lstrip()  # the prefix ends with its own space
+                if not piece:
+                    continue
+                on_piece(reply_prefix)
             pieces.append(piece)
             on_piece(piece)
-        self.usage.prompt_tokens += len(prompt)
+        self.usage.prompt_tokens += len(tokens)
         self.usage.reply_tokens += len(pieces)
-        return "".join(pieces).strip()
+        return (reply_prefix + "".join(pieces)).strip() if pieces else ""

@@ -39,7 +39,10 @@ def _prompt_passphrase(new: bool) -> str:
 def _runtime():
     from assistant.runtime import Runtime
 
-    return Runtime(passphrase_prompt=_prompt_passphrase if sys.stdin.isatty() else None)
+    return Runtime(
+        passphrase_prompt=_prompt_passphrase if sys.stdin.isatty() else None,
+        notice=lambda line: click.echo(line, err=True),
+    )
 
 
 @click.group(cls=_Group, invoke_without_command=True)
@@ -81,7 +84,7 @@ def paths(as_json: bool) -> None:
 )
 def init(source: str | None) -> None:
     """Create the key that encrypts your memory (chosen automatically if you skip this)."""
-    from assistant.keys import choose_default_source, initialize
+    from assistant.store.keys import choose_default_source, initialize
 
     runtime = _runtime()
     source = source or choose_default_source(runtime.passphrase_prompt is not None)
@@ -110,12 +113,11 @@ def chat(once: str | None, conversation: int | None) -> None:
     if once is None:
         from assistant.tui.app import run_app
 
-        if runtime.models.active() is not None:
-            runtime.memory  # noqa: B018 - unlock (and maybe prompt) before the UI takes the terminal
+        runtime.memory  # noqa: B018 - unlock (and maybe prompt) before the UI takes the terminal
         run_app(runtime)
         return
     from assistant.chat import ChatSession
-    from assistant.memory import validate_message
+    from assistant.store.memory import validate_message
 
     if once == "-":
         once = sys.stdin.buffer.read().decode("utf-8", errors="surrogateescape")
@@ -146,11 +148,22 @@ def model() -> None:
 @model.command("add")
 @click.argument("source")
 @click.option("--name", help="Name to register it under (default: from the path or repo id).")
-@click.option("--quant", type=click.Choice(["q8_0", "q4_k_m"]), help="Quantize the GGUF for chat.")
+@click.option(
+    "--quant",
+    type=click.Choice(["q8_0", "q4_0", "q4_k_m"]),
+    help="Quantize the GGUF for chat (Hugging Face models only).",
+)
 def model_add(source: str, name: str | None, quant: str | None) -> None:
-    """Add a model from a local Hugging Face directory or a hub repo id.
+    """Add a model: a Hugging Face directory or hub repo id, a .gguf file, or ollama:NAME[:TAG].
 
-    Example: assistant model add Qwen/Qwen2.5-0.5B-Instruct --quant q8_0
+    \b
+    Examples:
+      assistant model add Qwen/Qwen2.5-1.5B-Instruct --quant q8_0
+      assistant model add ~/models/qwen2.5-1.5b-instruct-q4_k_m.gguf
+      assistant model add ollama:qwen2.5:1.5b
+
+    A GGUF file (or Ollama's copy) is used where it is; training dequantizes it
+    once, the first time a night needs it.
     """
     record = _runtime().models.add(
         source, name, quant, progress=lambda step: click.echo(f"... {step}", err=True)
@@ -177,41 +190,6 @@ def model_list(as_json: bool) -> None:
             f"{mark} {record.name}  {record.architecture}  {record.quant or 'full'}"
             f"  {record.source}"
         )
-
-
-@model.command("demo")
-@click.option(
-    "--preset",
-    type=click.Choice(["full", "tiny"]),
-    default="full",
-    show_default=True,
-    help="full: the real demo (about 15 minutes on 2 cores); tiny: a toy built in seconds.",
-)
-@click.option("--name", default="demo", show_default=True, help="Name to register it under.")
-def model_demo(preset: str, name: str) -> None:
-    """Train the offline demo model on this computer (once) and chat with it.
-
-    It is a small Llama trained from a synthetic personal-assistant corpus; the
-    build is cached, so running this again only registers it.
-    """
-    from assistant.demo.build import build_demo, is_built, register_demo
-
-    runtime = _runtime()
-    cache_root = runtime.paths.demo_cache
-    if is_built(cache_root, preset):
-        hf_dir = build_demo(cache_root, preset)
-    else:
-        click.echo(f"Training the {preset} demo model; this happens once.", err=True)
-        with click.progressbar(length=1, label="Training", file=sys.stderr) as bar:
-
-            def advance(step: int, steps: int, loss: float) -> None:
-                bar.length = steps
-                bar.label = f"Training (loss {loss:.2f})"
-                bar.update(1)
-
-            hf_dir = build_demo(cache_root, preset, advance)
-    record = register_demo(runtime.models, hf_dir, name)
-    click.echo(f"The demo model is ready as {record.name!r}. Start chatting with `assistant`.")
 
 
 @model.command("use")
@@ -482,9 +460,8 @@ def bench() -> None:
 @click.option(
     "--model",
     "model_name",
-    default="demo",
-    show_default=True,
-    help="A registered model name, or a Hugging Face directory.",
+    help="A registered model name, a .gguf file or a Hugging Face directory"
+    " (default: the active model).",
 )
 @click.option(
     "--consolidation",
@@ -499,7 +476,7 @@ def bench_recall(
     facts_per_night: int,
     updates_per_night: int,
     unknown_per_night: int,
-    model_name: str,
+    model_name: str | None,
     consolidation: str,
 ) -> None:
     """Does the assistant remember what it was told? Prints JSON.
@@ -508,11 +485,14 @@ def bench_recall(
     """
     from pathlib import Path
 
-    from assistant.recall import RecallBenchmark, RecallSettings, benchmark_runtime
+    from assistant.recall.benchmark import RecallBenchmark, RecallSettings, benchmark_runtime
 
-    model_dir = Path(model_name)
-    if not (model_dir / "config.json").is_file():
-        model_dir = _runtime().models.get(model_name).hf_dir
+    source = Path(model_name) if model_name else None
+    if source is None or not source.exists():
+        runtime = _runtime()
+        record = runtime.models.get(model_name) if model_name else runtime.require_model()
+        model_name = record.name
+        source = record.gguf_path if record.runs_in_place else record.hf_dir
     settings = RecallSettings(seed, nights, facts_per_night, updates_per_night, unknown_per_night)
 
     def progress(line: str) -> None:
@@ -523,7 +503,7 @@ def bench_recall(
 
         return SleepRunner(runtime, SleepOptions(seed=seed), progress).run().to_dict()
 
-    with benchmark_runtime(model_dir, "model") as runtime:
+    with benchmark_runtime(source, "model") as runtime:
         benchmark = RecallBenchmark(
             runtime, settings, sleep_now if consolidation == "sleep" else None, progress
         )

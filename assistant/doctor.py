@@ -52,9 +52,9 @@ def _backend_lines() -> Iterator[str]:
 
 
 def diagnose(runtime: Runtime) -> list[str]:
-    from assistant.keys import current_source
     from assistant.sleep.policy import NightWindow
     from assistant.sleep.schedule import Scheduler
+    from assistant.store.keys import current_source
 
     lines = list(_sensor_lines(runtime))
     lines.append(f"key store: {current_source(runtime.database) or 'not set up yet'}")

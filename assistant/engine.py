@@ -43,13 +43,17 @@ def _gguf_facts(model_path: Path) -> tuple[bool, int | None]:
     """
     import gguf
 
-    reader = gguf.GGUFReader(model_path)
-    file_type = reader.get_field("general.file_type")
-    arch = reader.get_field("general.architecture")
-    context = reader.get_field(f"{arch.contents()}.context_length") if arch else None
+    from assistant.models.gguf_header import read_header
+
+    try:
+        fields = read_header(model_path).fields
+    except ValueError as err:
+        raise ModelError(f"{model_path.name} is not a readable GGUF file ({err}).") from None
+    file_type = fields.get("general.file_type")
+    context = fields.get(f"{fields.get('general.architecture')}.context_length")
     return (
-        file_type is not None and int(file_type.contents()) == gguf.LlamaFileType.ALL_F32,
-        int(context.contents()) if context else None,
+        file_type is not None and int(file_type) == gguf.LlamaFileType.ALL_F32,
+        int(context) if context else None,
     )
 
 

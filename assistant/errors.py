@@ -35,7 +35,10 @@ class ModelError(AssistantError):
 
 
 class NoModelError(ModelError):
-    hint = "Add one with `assistant model add Qwen/Qwen2.5-0.5B-Instruct` (or a local directory)."
+    hint = (
+        "Reinstall the assistant (it ships the starter model), or add one with"
+        " `assistant model add Qwen/Qwen2.5-0.5B-Instruct`, a local directory or a .gguf file."
+    )
 
 
 class KeyStoreError(AssistantError):

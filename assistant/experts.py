@@ -17,9 +17,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from assistant.db import Database
 from assistant.errors import AssistantError
 from assistant.faults import crash_point
+from assistant.store.db import Database
 
 ACTIVE, REMOVING = "active", "removing"
 # Inside an expert's directory: the PEFT adapter folder and the GGUF LoRA chat loads.

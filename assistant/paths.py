@@ -32,11 +32,6 @@ class Paths:
         )
 
     @property
-    def demo_cache(self) -> Path:
-        """Builds of the offline demo model (rebuildable, so cache)."""
-        return self.cache_dir / "demo"
-
-    @property
     def database(self) -> Path:
         """The SQLite file: encrypted memory, model and adapter registries."""
         return self.data_dir / "assistant.db"

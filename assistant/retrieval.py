@@ -1,8 +1,10 @@
 """Picks which of today's unconsolidated memories go into the prompt.
 
-All of them when they fit; otherwise the best BM25 matches for the message,
-in the order they were said (so a later statement follows an earlier one it
-corrects). Everything here runs on plaintext held only in RAM.
+The best BM25 matches for the message (a few: a small model reads one note
+well and several badly), in the order they were said, so a later statement
+follows an earlier one it corrects; ties go to the newer note. A note sharing
+no word with the message is never picked. Everything here runs on plaintext
+held only in RAM.
 """
 
 from __future__ import annotations
@@ -79,10 +81,10 @@ class MemoryIndex:
     def __len__(self) -> int:
         return len(self.notes)
 
-    def select(self, query: str, max_chars: int, k1: float = 1.2, b: float = 0.75) -> list[str]:
-        """Notes for a prompt about ``query``, at most ``max_chars`` in all, chronological."""
-        if sum(len(n) for n in self.notes) <= max_chars:
-            return list(self.notes)
+    def select(self, query: str, k: int, k1: float = 1.2, b: float = 0.75) -> list[str]:
+        """The ``k`` notes that best match ``query`` (none that share no word), chronological."""
+        if not self.notes:
+            return []
         n_docs = len(self.notes)
         avg_len = sum(sum(t.values()) for t in self._terms) / n_docs or 1.0
         doc_freq = Counter(term for terms in self._terms for term in terms)
@@ -97,11 +99,8 @@ class MemoryIndex:
                 total += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avg_len))
             return total
 
+        scores = [score(i) for i in range(n_docs)]
         # Best matches first, ties broken by recency; then restore chronological order.
-        ranked = sorted(range(n_docs), key=lambda i: (score(i), i), reverse=True)
-        chosen, used = [], 0
-        for i in ranked:
-            if used + len(self.notes[i]) <= max_chars:
-                chosen.append(i)
-                used += len(self.notes[i])
+        ranked = sorted(range(n_docs), key=lambda i: (scores[i], i), reverse=True)
+        chosen = [i for i in ranked[:k] if scores[i] > 0]
         return [self.notes[i] for i in sorted(chosen)]

@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 from assistant.config import Config
-from assistant.db import Database
 from assistant.engine import ChatEngine, ExpertSpec
 from assistant.errors import NoModelError
 from assistant.experts import ExpertRegistry
-from assistant.keys import PassphrasePrompt, unlock
-from assistant.memory import MemoryStore
-from assistant.models import ModelRecord, ModelRegistry
+from assistant.models.registry import ModelRecord, ModelRegistry
 from assistant.paths import Paths
+from assistant.store.db import Database
+from assistant.store.keys import PassphrasePrompt, unlock
+from assistant.store.memory import MemoryStore
 
 
 @dataclass
 class Runtime:
     paths: Paths = field(default_factory=lambda: Paths.discover().ensure())
     passphrase_prompt: PassphrasePrompt | None = None
+    notice: Callable[[str], None] = lambda _: None  # one-line news for the user
 
     @cached_property
     def config(self) -> Config:
@@ -43,10 +46,26 @@ class Runtime:
         return MemoryStore(self.database, key)
 
     def require_model(self) -> ModelRecord:
+        """The active model; with none registered yet, the packaged starter, registered now."""
         model = self.models.active()
+        if model is not None:
+            return model
+        if self.models.list():
+            raise NoModelError(
+                "No model is active.", hint="Choose one with `assistant model use NAME`."
+            )
+        model = self.models.add_starter()
         if model is None:
-            raise NoModelError("No model is registered yet.")
+            raise NoModelError("No model is registered yet, and the starter model is missing.")
+        self.notice(
+            f"Using the starter model {model.name} (SmolLM2-135M-Instruct, installed with the"
+            " assistant); `assistant model add` adds a better one."
+        )
         return model
+
+    def training_dir(self, model: ModelRecord) -> Path:
+        """The model's Hugging Face directory for training, made once from its GGUF if needed."""
+        return self.models.training_dir(model, self.notice)
 
     def expert_specs(self) -> list[ExpertSpec]:
         """Every committed expert of the active model, as chat applies it."""

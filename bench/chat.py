@@ -1,9 +1,11 @@
 """Chat speed: our engine against plain llama-cpp-python on the same GGUF, same run.
 
-    python bench/chat.py [--prompt-tokens 128] [--new-tokens 32] [--repeats 3] [--experts 0,1,4,8]
+    python bench/chat.py [--model random-0.5b|starter] [--prompt-tokens 128] [--new-tokens 32]
+                         [--repeats 3] [--experts 0,1,4,8]
 
-Builds (once, cached in --workdir) a random-weight model with Qwen2.5-0.5B's
-shapes, converts it with our converter, and writes random rank-16 LoRA experts
+The model is either a random-weight model with Qwen2.5-0.5B's shapes, built once
+(cached in --workdir) and converted with our converter, or the packaged starter
+(SmolLM2-135M-Instruct, Q4_1) run in place. Random rank-16 LoRA experts are written
 through our PEFT->GGUF writer. Each measurement starts from an empty KV cache;
 the configurations are interleaved round-robin so machine noise hits them alike.
 Prints JSON with time to first token and decode tokens/s, and ratios to plain.
@@ -45,14 +47,14 @@ LORA_TARGETS = {
 
 def build_model(workdir: Path) -> tuple[Path, dict]:
     """Random Qwen2.5-0.5B-shaped HF model (F16) and its GGUF, cached."""
-    from assistant.convert import convert_to_gguf
+    from assistant.models.convert import convert_to_gguf
 
     hf_dir, gguf_path = workdir / "qwen05b-random", workdir / "qwen05b-random.gguf"
     if not gguf_path.exists():
         import torch
         from transformers import Qwen2Config, Qwen2ForCausalLM
 
-        from assistant.bpe import train_tokenizer
+        from assistant.models.bpe import train_tokenizer
 
         tokenizer = train_tokenizer(["random weights read no text"] * 4, hf_dir, vocab_size=300)
         torch.manual_seed(0)
@@ -77,11 +79,22 @@ def build_model(workdir: Path) -> tuple[Path, dict]:
     return gguf_path, json.loads((hf_dir / "config.json").read_text())
 
 
+def starter_model() -> tuple[Path, dict]:
+    """The packaged starter GGUF and its config, read from the file's metadata."""
+    from transformers import AutoConfig
+
+    from assistant.models.starter import starter_gguf
+
+    path = starter_gguf()
+    config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name).to_dict()
+    return path, {**config, "architectures": ["LlamaForCausalLM"]}
+
+
 def build_experts(workdir: Path, config: dict, count: int, rank: int = 16) -> list[Path]:
     """Random PEFT LoRA adapters on every linear layer, converted to GGUF with our writer."""
     from safetensors.numpy import save_file
 
-    from assistant.lora_gguf import write_gguf_lora
+    from assistant.models.lora_gguf import write_gguf_lora
 
     head_dim = config["hidden_size"] // config["num_attention_heads"]
     dims = {
@@ -141,6 +154,7 @@ def main() -> None:
     from assistant.engine import ChatEngine, ExpertSpec
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=["random-0.5b", "starter"], default="random-0.5b")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/assistant-bench"))
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=32)
@@ -149,10 +163,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     args = parser.parse_args()
 
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    gguf_path, config = build_model(args.workdir)
+    workdir = args.workdir / args.model
+    workdir.mkdir(parents=True, exist_ok=True)
+    gguf_path, config = starter_model() if args.model == "starter" else build_model(workdir)
     expert_counts = [int(n) for n in args.experts.split(",")]
-    experts = build_experts(args.workdir, config, max(expert_counts))
+    experts = build_experts(workdir, config, max(expert_counts))
     rng = np.random.default_rng(0)
     prompt = [int(t) for t in rng.integers(40, 120, args.prompt_tokens)]
     n_ctx = args.prompt_tokens + args.new_tokens + 16
@@ -207,7 +222,10 @@ def main() -> None:
         json.dumps(
             {
                 "benchmark": "chat",
-                "model": "random weights, Qwen2.5-0.5B shapes, F16 GGUF",
+                "model": {
+                    "random-0.5b": "random weights, Qwen2.5-0.5B shapes, F16 GGUF",
+                    "starter": "SmolLM2-135M-Instruct, Q4_1 GGUF (packaged)",
+                }[args.model],
                 "experts": "rank 16 on q,k,v,o,gate,up,down, scale 1.0",
                 "prompt_tokens": args.prompt_tokens,
                 "new_tokens": args.new_tokens,

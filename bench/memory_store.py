@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from assistant.db import Database
-from assistant.memory import MemoryStore
+from assistant.store.db import Database
+from assistant.store.memory import MemoryStore
 
 MESSAGE = "I moved to Lisbon last spring and my sister Ana visits every other weekend. " * 2
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from assistant.backends.protocol import Lesson, TopK
-from assistant.db import Database
 from assistant.errors import TamperedError
-from assistant.memory import MemoryStore
+from assistant.store.db import Database
+from assistant.store.memory import MemoryStore
 
 # Where a night stands: writing probes (``chunks_done`` of them finished) or training.
 PROBES, TRAINING = "probes", "training"

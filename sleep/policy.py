@@ -18,12 +18,12 @@ from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
 
 from assistant.config import Config
-from assistant.db import Database
 from assistant.errors import AssistantError
 from assistant.sleep import sensors
 from assistant.sleep.report import INTERRUPTED
 from assistant.sleep.sensors import Heartbeat, Reading
 from assistant.sleep.state import ABANDONED, DONE
+from assistant.store.db import Database
 
 
 @dataclass(frozen=True)

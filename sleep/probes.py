@@ -14,8 +14,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from assistant.memory import Turn
-from assistant.prompting import QUESTIONS_PROMPT, chat_messages, note_task
+from assistant.prompting import QUESTIONS_PROMPT, chat_prompt, note_task
+from assistant.store.memory import Turn
 
 # The last one is held out for verification when the model writes too few questions.
 GENERIC_PROBES = ("What do you know about me?", "What have I told you about myself?")
@@ -89,4 +89,4 @@ def split_probes(
 
 def questions_request(note: str) -> list[dict[str, str]]:
     """Messages asking the model for questions about one note (with no other context)."""
-    return chat_messages([], [], note_task(QUESTIONS_PROMPT, note))
+    return chat_prompt([], [], note_task(QUESTIONS_PROMPT, note)).messages

@@ -23,7 +23,7 @@ from pathlib import Path
 from assistant.errors import AssistantError
 from assistant.experts import GGUF_FILE, PEFT_DIR
 from assistant.faults import crash_point
-from assistant.prompting import chat_messages
+from assistant.prompting import chat_prompt
 from assistant.runtime import Runtime
 from assistant.sleep import distill, probes, state
 from assistant.sleep.checkpoint import PROBES, TRAINING, Checkpoints, NightState
@@ -330,9 +330,8 @@ class Night:
             _check_integrity(self.runtime, learned)
             chunks = self._chunks(model.gguf_path)
         with stage(report, "N3 load"):
-            backend = self.backend = _load_backend(
-                model.hf_dir, learned, options, self.config.sleep_rank
-            )
+            hf_dir = self.runtime.training_dir(model)
+            backend = self.backend = _load_backend(hf_dir, learned, options, self.config.sleep_rank)
             if night.backend:
                 backend.restore_training_state(night.backend)
         try:
@@ -374,7 +373,7 @@ class Night:
             report.reason = verdict.reason
             return None, []
         with stage(report, "save"):
-            expert_dir = self._save(backend, model.hf_dir)
+            expert_dir = self._save(backend, hf_dir)
         report.learned = [question for question, _ in checked][:10]
         return expert_dir, [list(pair) for pair in checked]
 
@@ -420,7 +419,9 @@ class Night:
         return self.engine.tokenize(self.engine.render(messages))
 
     def _prompt(self, notes: list[str], question: str) -> list[int]:
-        return self._messages_tokens(chat_messages(notes, [], question))
+        """The chat layout: with notes, the reply is begun for the model as chat begins it."""
+        prompt = chat_prompt(notes, [], question)
+        return self.engine.tokenize(self.engine.render(prompt.messages) + prompt.reply_prefix)
 
     def _example(self, notes: list[str], question: str) -> distill.Example:
         return distill.Example(self._prompt(notes, question), self._prompt([], question))
@@ -520,8 +521,8 @@ class Night:
 
     def _save(self, backend, hf_dir: Path) -> Path:
         """PEFT + GGUF into a staging directory, then renamed into place in one step."""
-        from assistant.hf_weights import read_config
-        from assistant.lora_gguf import write_gguf_lora
+        from assistant.models.hf_weights import read_config
+        from assistant.models.lora_gguf import write_gguf_lora
 
         runner, sleep_id = self.runner, self.report.sleep_id
         staging = runner.staging_dir_of(sleep_id)

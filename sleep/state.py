@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from assistant.db import Database
 from assistant.errors import AssistantError
+from assistant.store.db import Database
 
 COLLECTING, LEARNING, PAUSED, VERIFIED, COMMITTED, SHREDDING, DONE = (
     "collecting",

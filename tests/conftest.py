@@ -8,11 +8,6 @@ import pytest
 from tests.tiny_models import build_model
 
 TEST_PASSPHRASE = "correct horse battery staple"
-# Demo model builds are cached outside the clone, keyed by their config and sources,
-# so a test run trains each preset at most once and later runs reuse it.
-TEST_CACHE = Path(
-    os.environ.get("ASSISTANT_TEST_CACHE") or Path.home() / ".cache" / "sleeping-assistant-tests"
-)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
@@ -34,14 +29,6 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_qwen2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_model(tmp_path_factory.mktemp("tiny-qwen2"), "qwen2", seed=1)
-
-
-@pytest.fixture(scope="session")
-def tiny_demo() -> Path:
-    """The tiny demo preset: a weak model trained in seconds, for plumbing tests."""
-    from assistant.demo.build import build_demo
-
-    return build_demo(TEST_CACHE / "demo", "tiny")
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 
 from assistant.chat import ChatSession
 from assistant.errors import InvalidMessageError
-from assistant.prompting import NOTES_HEADER
+from assistant.prompting import NOTES_HEADER, NOTES_REPLY_PREFIX
 from assistant.retrieval import MemoryIndex
 
 
@@ -47,11 +47,17 @@ def test_todays_memories_from_other_conversations_are_in_the_prompt(session_part
     store, engine = session_parts
     first = ChatSession(store, engine)
     first.respond("My sister is called Ana.")
+    first.respond("I moved to Porto.")
     second = ChatSession(store, engine)
-    messages, _ = second.prompt("What is my sister called?")
-    assert NOTES_HEADER in messages[0]["content"]
-    assert "- My sister is called Ana." in messages[0]["content"]
-    assert [m["role"] for m in messages] == ["system", "user"]
+    prompt, _ = second.prompt("What is my sister called?")
+    assert [m["role"] for m in prompt.messages] == ["system", "user"]
+    assert prompt.messages[1]["content"] == (
+        f"{NOTES_HEADER}\n- My sister is called Ana.\n\nWhat is my sister called?"
+    )
+    assert prompt.reply_prefix == NOTES_REPLY_PREFIX
+    unrelated, _ = second.prompt("Tell me a joke.")  # shares no word with any note
+    assert unrelated.messages[1]["content"] == "Tell me a joke."
+    assert unrelated.reply_prefix == ""
 
 
 def test_message_too_long_for_the_context_is_refused_before_storing(session_parts):
@@ -62,7 +68,7 @@ def test_message_too_long_for_the_context_is_refused_before_storing(session_part
     assert store.count() == 0
 
 
-def test_retrieval_keeps_everything_that_fits_else_best_matches_in_order():
+def test_retrieval_picks_the_best_matches_in_the_order_said():
     notes = [
         "My dog is called Rex.",
         "I moved to Porto.",
@@ -70,6 +76,9 @@ def test_retrieval_keeps_everything_that_fits_else_best_matches_in_order():
         "I like tea.",
     ]
     index = MemoryIndex(notes)
-    assert index.select("anything", max_chars=1000) == notes
-    picked = index.select("what is my dog called", max_chars=55)
-    assert picked == ["My dog is called Rex.", "My dog now lives with my mum."]
+    assert index.select("what is my dog called", k=1) == ["My dog is called Rex."]
+    assert index.select("what is my dog called", k=2) == [
+        "My dog is called Rex.",
+        "My dog now lives with my mum.",
+    ]
+    assert index.select("anything at all", k=3) == []  # no shared word, no note

@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 from assistant.cli import cli
 from assistant.engine import ChatEngine, ExpertSpec
-from assistant.hf_weights import read_config
-from assistant.lora_gguf import write_gguf_lora
+from assistant.models.hf_weights import read_config
+from assistant.models.lora_gguf import write_gguf_lora
 from tests.tiny_models import PROMPT, TOLERANCE, build_lora, hf_logits, hf_tokens, relative_error
 
 
@@ -57,7 +57,7 @@ def _peft_with_scales(base_dir: Path, adapters: dict[str, Path], scales: dict[st
 
 @pytest.mark.parametrize("family", ["tiny_llama", "tiny_qwen2"])
 def test_two_gguf_loras_match_peft_at_their_scales(request, tmp_path, family):
-    from assistant.convert import convert_to_gguf
+    from assistant.models.convert import convert_to_gguf
 
     base_dir = request.getfixturevalue(family)
     config = read_config(base_dir)

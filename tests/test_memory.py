@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from assistant.db import Database
 from assistant.errors import InvalidMessageError, KeyStoreError, TamperedError, WrongKeyError
-from assistant.keys import initialize, unlock
-from assistant.memory import MAX_MESSAGE_CHARS, MemoryStore
+from assistant.store.db import Database
+from assistant.store.keys import initialize, unlock
+from assistant.store.memory import MAX_MESSAGE_CHARS, MemoryStore
 
 CANARY = "canary-7f3a9 my secret is purple-elephant-42"
 
@@ -166,7 +166,7 @@ def test_keyring_source(runtime, monkeypatch):
 
 def test_first_use_in_a_terminal_asks_for_a_new_passphrase(runtime, monkeypatch):
     monkeypatch.delenv("ASSISTANT_PASSPHRASE")
-    monkeypatch.setattr("assistant.keys.keyring_usable", lambda: False)
+    monkeypatch.setattr("assistant.store.keys.keyring_usable", lambda: False)
     with pytest.raises(KeyStoreError, match="No key store"):
         unlock(runtime.database, runtime.paths.key_file)  # nobody to ask
     asked = []

@@ -11,9 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from assistant.cli import cli
-from assistant.demo.facts import SLOTS, with_value
 from assistant.errors import AssistantError
-from assistant.recall import (
+from assistant.recall.benchmark import (
     RecallSettings,
     is_abstention,
     is_correct,
@@ -22,6 +21,7 @@ from assistant.recall import (
     plan,
     reply_kind,
 )
+from assistant.recall.facts import SLOTS, with_value
 
 METRICS = (
     "recall_in_context",
@@ -134,7 +134,7 @@ def test_a_statement_is_told_apart_as_a_shared_frame_or_the_slots_own_wording():
 
 # Prints the order of every question a 2-night benchmark asks (metric, slot).
 _QUESTION_ORDER = """
-from assistant.recall import RecallSettings, night_questions, plan
+from assistant.recall.benchmark import RecallSettings, night_questions, plan
 nights = plan(RecallSettings(nights=2, facts_per_night=8, updates_per_night=3))
 told = [f for n in nights for f in n.facts + n.updates]
 current, earlier = {}, []
@@ -170,10 +170,10 @@ def test_plan_refuses_more_facts_than_the_corpus_has():
 
 
 @pytest.mark.slow
-def test_benchmark_runs_end_to_end_without_consolidation(home, tiny_demo):
+def test_benchmark_runs_end_to_end_without_consolidation(home, tiny_llama):
     result = CliRunner().invoke(
         cli,
-        ["bench", "recall", "--model", str(tiny_demo), "--nights", "2", "--facts-per-night", "6"],
+        ["bench", "recall", "--model", str(tiny_llama), "--nights", "2", "--facts-per-night", "6"],
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)

@@ -20,7 +20,6 @@ import pytest
 from click.testing import CliRunner
 
 from assistant.cli import cli
-from assistant.memory import Turn
 from assistant.sleep.probes import (
     GENERIC_PROBES,
     chunk_notes,
@@ -29,6 +28,7 @@ from assistant.sleep.probes import (
     split_probes,
 )
 from assistant.sleep.verify import Thresholds, agreement, answers_agree, judge
+from assistant.store.memory import Turn
 
 CANARIES = ("My goldfish is called Zorblax-4417.", "I live in Quixotic Harbour 9921.")
 # Small enough to run in seconds on the tiny model; thresholds that always pass.

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 
 import pytest
-from textual.widgets import Button, Static
+from textual.widgets import Static
 
 from assistant.runtime import Runtime
 from assistant.tui.app import AssistantApp
@@ -35,30 +34,27 @@ def status_text(app: AssistantApp) -> str:
     return str(app.query_one("#status", Static).content)
 
 
-async def test_no_model_screen_explains_how_to_add_one(home):
+async def test_without_the_starter_the_no_model_screen_explains_how_to_add_one(home, monkeypatch):
+    monkeypatch.setattr("assistant.models.registry.starter_gguf", lambda: None)  # broken install
     app = AssistantApp(Runtime())
     async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.pause()
-        assert isinstance(app.screen, NoModelScreen)
+        await wait_until(pilot, lambda: isinstance(app.screen, NoModelScreen))
         text = app.screen.query_one("#no-model").source
         assert "assistant model add" in text
 
 
-async def test_first_run_screen_builds_the_demo_model_then_opens_the_chat(home, tiny_demo):
-    from assistant.demo.build import cached_demo_dir
-
+async def test_first_run_opens_the_chat_on_the_starter_and_streams_a_reply(home):
     runtime = Runtime()
-    # The build itself is tested through the CLI; here the cache already holds it.
-    shutil.copytree(tiny_demo, cached_demo_dir(runtime.paths.demo_cache, "tiny"))
-    app = AssistantApp(runtime, demo_preset="tiny")
-    async with app.run_test(size=(100, 40)) as pilot:
-        await pilot.pause()
-        assert isinstance(app.screen, NoModelScreen)
-        app.screen.query_one("#build-demo", Button).press()
-        await ready(pilot)
-        assert not isinstance(app.screen, NoModelScreen)
-        assert runtime.models.active().name == "demo"
-        assert "model: demo" in status_text(app)
+    app = AssistantApp(runtime)
+    async with app.run_test(size=(120, 40)) as pilot:
+        prompt = await ready(pilot)
+        assert runtime.models.active().name == "smollm2"
+        assert "model: smollm2" in status_text(app)
+        prompt.focus()
+        await pilot.press(*"Hello! Who are you?", "enter")
+        await wait_until(pilot, lambda: not app._replying and len(app.query(MessageView)) == 2)
+        reply = app.query(MessageView)[1]
+        assert reply.role == "assistant" and reply.text.strip()
 
 
 async def test_message_gets_a_streamed_reply_and_is_remembered(model_home):

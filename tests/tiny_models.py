@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from assistant.bpe import train_tokenizer
+from assistant.models.bpe import train_tokenizer
 
 CORPUS = [
     "My dog is called Rex and my sister lives in Lisbon.",

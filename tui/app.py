@@ -13,11 +13,11 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, ListItem, ListView, Markdown, Static
 
-from assistant.errors import AssistantError
-from assistant.memory import validate_message
+from assistant.errors import AssistantError, NoModelError
 from assistant.runtime import Runtime
 from assistant.sleep.report import SleepReport
 from assistant.sleep.sensors import Heartbeat
+from assistant.store.memory import validate_message
 from assistant.tui.adapters import AdaptersScreen
 from assistant.tui.screens import NoModelScreen
 from assistant.tui.widgets import MessageView, PromptInput
@@ -37,10 +37,9 @@ class AssistantApp(App):
         Binding("f2", "adapters", "What I learned"),
     ]
 
-    def __init__(self, runtime: Runtime, demo_preset: str = "full") -> None:
+    def __init__(self, runtime: Runtime) -> None:
         super().__init__()
         self.runtime = runtime
-        self.demo_preset = demo_preset
         self.engine = None
         self.session = None
         self._stop = threading.Event()
@@ -83,19 +82,21 @@ class AssistantApp(App):
                 timeout=15,
             )
         self.set_interval(HEARTBEAT_SECONDS, self._beat)
-        if self.runtime.models.active() is None:
-            self.push_screen(NoModelScreen(self.demo_preset), lambda _: self._load_engine())
-        else:
-            self._load_engine()
+        # News from the engine worker (the starter model registered) shows as a notification.
+        self.runtime.notice = lambda line: self.call_from_thread(self.notify, line, timeout=15)
+        self._load_engine()
 
     @work(thread=True, exclusive=True, group="engine")
     def _load_engine(self) -> None:
         from assistant.sleep.status import unseen_report
 
         try:
-            engine = self.runtime.load_engine()  # with every committed expert
+            engine = self.runtime.load_engine()  # with every committed expert (or the starter)
             self.runtime.memory  # noqa: B018 - unlock in the worker, not the UI thread
             report = unseen_report(self.runtime)
+        except NoModelError:
+            self.call_from_thread(self.push_screen, NoModelScreen())
+            return
         except AssistantError as error:
             self.call_from_thread(self.show_error, error)
             return

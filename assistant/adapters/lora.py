@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from assistant.lora_gguf import read_peft_adapter
+from assistant.models.lora_gguf import read_peft_adapter
 
 
 @dataclass

@@ -19,9 +19,9 @@ from assistant.adapters import lora
 from assistant.adapters.formats import FORMATS, Base
 from assistant.errors import AssistantError, ModelError
 from assistant.experts import GGUF_FILE, PEFT_DIR, ExpertRecord
-from assistant.hf_weights import base_fingerprint, read_config, weight_shapes
-from assistant.lora_gguf import read_peft_adapter, write_gguf_lora
-from assistant.models import ModelRecord
+from assistant.models.hf_weights import base_fingerprint, read_config, weight_shapes
+from assistant.models.lora_gguf import read_peft_adapter, write_gguf_lora
+from assistant.models.registry import ModelRecord
 from assistant.runtime import Runtime
 from assistant.sleep.state import SleepLock, now
 
@@ -114,6 +114,7 @@ def export(
             f"Nothing learned yet on {model.name}: there are no experts to export.",
             hint="Experts come from `assistant sleep --now` or `assistant adapters import`.",
         )
+    runtime.training_dir(model)  # the base's weights: made once for a model added as GGUF
     base, shapes = _base(model), linear_shapes(model.hf_dir)
     fingerprint = base_fingerprint(model.hf_dir)
     groups = [[e] for e in experts] if each else [experts]
@@ -181,6 +182,7 @@ def import_adapter(
             f"This adapter uses {', '.join(unsupported)}, which experts cannot carry;"
             " nothing was imported."
         )
+    runtime.training_dir(model)  # the base's weights: made once for a model added as GGUF
     _check_base(source, config, model, trust_base)
     _check_shapes(modules, config["r"], linear_shapes(model.hf_dir), model.name)
     experts_dir = runtime.paths.experts_dir

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from assistant.convert import WeightNames
 from assistant.errors import ModelError
-from assistant.hf_weights import read_safetensors
+from assistant.models.convert import WeightNames
+from assistant.models.hf_weights import read_safetensors
 
 _PEFT_KEY = re.compile(
     r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.[^.]+)?\.weight$"

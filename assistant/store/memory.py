@@ -15,8 +15,8 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from assistant.db import Database
 from assistant.errors import AssistantError, InvalidMessageError, TamperedError
+from assistant.store.db import Database
 
 ROLES = ("user", "assistant")
 MAX_MESSAGE_CHARS = 32_768

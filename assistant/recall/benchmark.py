@@ -26,7 +26,10 @@ from itertools import pairwise
 from pathlib import Path
 
 from assistant.chat import ChatSession
-from assistant.demo.corpus import (
+from assistant.engine import ChatEngine
+from assistant.errors import AssistantError
+from assistant.paths import Paths
+from assistant.recall.corpus import (
     IGNORE,
     Fact,
     encode_transcript,
@@ -35,7 +38,7 @@ from assistant.demo.corpus import (
     statement,
     transcripts,
 )
-from assistant.demo.facts import (
+from assistant.recall.facts import (
     ACKNOWLEDGE,
     ACKNOWLEDGE_UPDATE,
     QUESTIONS_TASK,
@@ -46,11 +49,8 @@ from assistant.demo.facts import (
     Slot,
     Wording,
 )
-from assistant.engine import ChatEngine
-from assistant.errors import AssistantError
-from assistant.keys import initialize
-from assistant.paths import Paths
 from assistant.runtime import Runtime
+from assistant.store.keys import initialize
 
 # The night's consolidation: given the benchmark's runtime, learn the day's memories
 # (and delete their raw logs); returns a report to include in the JSON.
@@ -492,15 +492,16 @@ def _drift(before: dict[str, list[float]], after: dict[str, list[float]]) -> dic
 
 
 @contextmanager
-def benchmark_runtime(model_dir: Path, model_name: str) -> Iterator[Runtime]:
-    """A throwaway home holding only the model to test, with a random key on disk."""
+def benchmark_runtime(model_source: Path, model_name: str) -> Iterator[Runtime]:
+    """A throwaway home holding only the model to test (a GGUF file or a Hugging Face
+    directory), with a random key on disk."""
     with tempfile.TemporaryDirectory(prefix="assistant-recall-") as root:
         base = Path(root)
         paths = Paths(base / "data", base / "config", base / "cache").ensure()
         runtime = Runtime(paths=paths)
         try:
             initialize(runtime.database, paths.key_file, "keyfile")
-            runtime.models.add(str(model_dir), name=model_name)
+            runtime.models.add(str(model_source), name=model_name)
             yield runtime
         finally:
             runtime.database.close()

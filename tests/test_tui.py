@@ -50,6 +50,7 @@ async def test_first_run_opens_the_chat_on_the_starter_and_streams_a_reply(home)
         prompt = await ready(pilot)
         assert runtime.models.active().name == "smollm2"
         assert "model: smollm2" in status_text(app)
+        assert any("starter model smollm2" in note.message for note in app._notifications)
         prompt.focus()
         await pilot.press(*"Hello! Who are you?", "enter")
         await wait_until(pilot, lambda: not app._replying and len(app.query(MessageView)) == 2)

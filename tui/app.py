@@ -82,8 +82,7 @@ class AssistantApp(App):
                 timeout=15,
             )
         self.set_interval(HEARTBEAT_SECONDS, self._beat)
-        # News from the engine worker (the starter model registered) shows as a notification.
-        self.runtime.notice = lambda line: self.call_from_thread(self.notify, line, timeout=15)
+        self.runtime.notice = self.show_notice  # e.g. the starter model registered
         self._load_engine()
 
     @work(thread=True, exclusive=True, group="engine")
@@ -242,6 +241,13 @@ class AssistantApp(App):
         if self.engine is not None:
             self.engine.set_experts(self.runtime.expert_specs())
             self._refresh_status()
+
+    def show_notice(self, line: str) -> None:
+        """News for the user, from the UI thread or a worker."""
+        if threading.get_ident() == self._thread_id:
+            self.notify(line, timeout=15)
+        else:
+            self.call_from_thread(self.notify, line, timeout=15)
 
     def show_error(self, error: AssistantError) -> None:
         message = str(error) + (f"\n{error.hint}" if error.hint else "")

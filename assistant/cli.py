@@ -183,7 +183,10 @@ def model_list(as_json: bool) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
     if not records:
-        click.echo("No models yet. Add one with `assistant model add PATH|REPO_ID`.")
+        click.echo(
+            "No models yet: the first chat registers the starter (smollm2). Add another with"
+            " `assistant model add DIR|REPO_ID|FILE.gguf|ollama:NAME`."
+        )
     for record in records:
         mark = "*" if record == active else " "
         click.echo(

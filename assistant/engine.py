@@ -48,7 +48,10 @@ def _gguf_facts(model_path: Path) -> tuple[bool, int | None]:
     try:
         fields = read_header(model_path).fields
     except ValueError as err:
-        raise ModelError(f"{model_path.name} is not a readable GGUF file ({err}).") from None
+        raise ModelError(
+            f"{model_path.name} is not a readable GGUF file ({err}).",
+            hint="It may have been damaged since it was added; add the model again.",
+        ) from None
     file_type = fields.get("general.file_type")
     context = fields.get(f"{fields.get('general.architecture')}.context_length")
     return (

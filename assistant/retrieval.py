@@ -17,6 +17,14 @@ from collections.abc import Sequence
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP = frozenset(
     [
+        # what contractions leave behind ("what's", "I'm", "don't", "I'll", "you're", "I've")
+        "s",
+        "m",
+        "t",
+        "d",
+        "ll",
+        "re",
+        "ve",
         "a",
         "an",
         "and",

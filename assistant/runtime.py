@@ -9,7 +9,7 @@ from pathlib import Path
 
 from assistant.config import Config
 from assistant.engine import ChatEngine, ExpertSpec
-from assistant.errors import NoModelError
+from assistant.errors import ModelError, NoModelError
 from assistant.experts import ExpertRegistry
 from assistant.models.registry import ModelRecord, ModelRegistry
 from assistant.paths import Paths
@@ -51,7 +51,7 @@ class Runtime:
         if model is not None:
             return model
         if self.models.list():
-            raise NoModelError(
+            raise ModelError(
                 "No model is active.", hint="Choose one with `assistant model use NAME`."
             )
         model = self.models.add_starter()

@@ -23,7 +23,8 @@ from pathlib import Path
 from assistant.errors import AssistantError
 from assistant.experts import GGUF_FILE, PEFT_DIR
 from assistant.faults import crash_point
-from assistant.prompting import chat_prompt
+from assistant.prompting import NOTES_PER_MESSAGE, chat_prompt
+from assistant.retrieval import MemoryIndex
 from assistant.runtime import Runtime
 from assistant.sleep import distill, probes, state
 from assistant.sleep.checkpoint import PROBES, TRAINING, Checkpoints, NightState
@@ -468,20 +469,20 @@ class Night:
         """Prompts the day says nothing about, the model before tonight as their target.
 
         A candidate (small talk, a stock personal question, an earlier night's question)
-        whose answer any chunk of notes changes is about today, so it is not an anchor.
+        for which chat would retrieve one of today's notes is about today, so it is not
+        an anchor; for the others chat shows no note, and their answers must not move.
         """
+        today = MemoryIndex(note for chunk in chunks for note in chunk)
         questions = [*distill.ANCHOR_PROMPTS, *(q for q, _ in self._earlier_probes(learned))]
         examples, answers = [], []
         for question in dict.fromkeys(questions):
+            if today.select(question, NOTES_PER_MESSAGE):
+                continue
             example = self._example([], question)
-            closed = backend.generate(example.student_prompt, self.settings.max_answer_tokens)
-            if all(
-                backend.generate(self._prompt(chunk, question), self.settings.max_answer_tokens)
-                == closed
-                for chunk in chunks
-            ):
-                examples.append(example)
-                answers.append(closed)
+            examples.append(example)
+            answers.append(
+                backend.generate(example.student_prompt, self.settings.max_answer_tokens)
+            )
         return distill.lessons_for(
             backend,
             examples,

@@ -146,13 +146,13 @@ def _fake_ollama(root: Path, blob_source: Path, name: str, tag: str) -> None:
 
 def test_ollama_names_resolve_to_their_blob(home, tmp_path, monkeypatch, tiny_qwen2):
     root = tmp_path / "ollama"
-    _fake_ollama(root, _tiny_gguf(tiny_qwen2, tmp_path / "files", "q8_0"), "tinyqwen", "0.5b")
+    _fake_ollama(root, _tiny_gguf(tiny_qwen2, tmp_path / "files", "q8_0"), "tinyqwen", "0.5b-Q8_0")
     monkeypatch.setenv("OLLAMA_MODELS", str(root))
-    result = CliRunner().invoke(cli, ["model", "add", "ollama:tinyqwen:0.5b"])
+    result = CliRunner().invoke(cli, ["model", "add", "ollama:tinyqwen:0.5b-Q8_0"])
     assert result.exit_code == 0, result.output
-    record = _registry().get("tinyqwen-0.5b")
+    record = _registry().get("tinyqwen-0.5b-q8_0")  # a name the registry accepts
     assert record.gguf_path == (root / "blobs" / ("sha256-" + "ab" * 32)).resolve()
-    assert record.source == "ollama:tinyqwen:0.5b" and record.quant == "q8_0"
+    assert record.source == "ollama:tinyqwen:0.5b-Q8_0" and record.quant == "q8_0"
     engine = ChatEngine(record.gguf_path, n_ctx=256)
     assert np.isfinite(engine.last_logits(engine.tokenize(PROMPT))).all()
     engine.close()

@@ -3,7 +3,7 @@
 The runner is driven on the tiny random Llama. Its answers are noise, so the
 tests that need a commit lower the verification thresholds in the config file:
 they check the machinery (what is kept, committed, shredded, left behind), not
-what the model learns, which the recall benchmark judges on the demo model.
+what the model learns, which the recall benchmark judges on the starter model.
 """
 
 from __future__ import annotations

@@ -5,8 +5,7 @@ backend's training state) are checked on their own; then a whole night is cut
 by unplugging a fabricated charger mid-training, resumed by `sleep auto`, and
 its expert compared with an uninterrupted twin's. That night runs on the tiny
 random Llama: its noisy answers change with the notes, so verification has
-questions to check and the night commits (the tiny demo preset answers every
-question alike, so it never does; the full demo takes 20 minutes to build).
+questions to check and the night commits.
 """
 
 from __future__ import annotations

@@ -35,10 +35,13 @@ def test_a_fresh_home_chats_on_the_starter_with_no_other_step(home: Path) -> Non
     runner = CliRunner()
     told = runner.invoke(cli, ["chat", "--once", "My sister's name is Ramona."])
     assert told.exit_code == 0, told.output
-    assert "starter model smollm2" in told.output  # said once, in one line
+    notices = [line for line in told.stderr.splitlines() if "starter model smollm2" in line]
+    assert len(notices) == 1  # said once, in one line
+    assert not told.stdout.startswith("From your notes")  # nothing to retrieve yet
     asked = runner.invoke(cli, ["chat", "--once", "What is my sister's name?"])
     assert asked.exit_code == 0, asked.output
-    assert "Ramona" in asked.output
+    assert asked.stdout.startswith("From your notes: ")  # the reply begun for the model
+    assert "Ramona" in asked.stdout and "  " not in asked.stdout
     assert "starter model" not in asked.output
     listed = runner.invoke(cli, ["model", "list", "--json"])
     rows = json.loads(listed.output)

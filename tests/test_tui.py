@@ -43,6 +43,7 @@ async def test_without_the_starter_the_no_model_screen_explains_how_to_add_one(h
         assert "assistant model add" in text
 
 
+@pytest.mark.slow
 async def test_first_run_opens_the_chat_on_the_starter_and_streams_a_reply(home):
     runtime = Runtime()
     app = AssistantApp(runtime)

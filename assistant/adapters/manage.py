@@ -83,9 +83,9 @@ def linear_shapes(hf_dir: Path) -> dict[str, tuple[int, int]]:
     }
 
 
-def _base(model: ModelRecord) -> Base:
-    source = model.source if _HUB_ID.match(model.source) else str(model.hf_dir)
-    return Base(read_config(model.hf_dir), source, model.gguf_path)
+def _base(model: ModelRecord, hf_dir: Path) -> Base:
+    source = model.source if _HUB_ID.match(model.source) else str(hf_dir)
+    return Base(read_config(hf_dir), source, model.gguf_path)
 
 
 def export(
@@ -114,9 +114,9 @@ def export(
             f"Nothing learned yet on {model.name}: there are no experts to export.",
             hint="Experts come from `assistant sleep --now` or `assistant adapters import`.",
         )
-    runtime.training_dir(model)  # the base's weights: made once for a model added as GGUF
-    base, shapes = _base(model), linear_shapes(model.hf_dir)
-    fingerprint = base_fingerprint(model.hf_dir)
+    hf_dir = runtime.training_dir(model)  # made once for a model added as a GGUF file
+    base, shapes = _base(model, hf_dir), linear_shapes(hf_dir)
+    fingerprint = base_fingerprint(hf_dir)
     groups = [[e] for e in experts] if each else [experts]
     partial = out_dir.with_name(f".{out_dir.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -182,9 +182,9 @@ def import_adapter(
             f"This adapter uses {', '.join(unsupported)}, which experts cannot carry;"
             " nothing was imported."
         )
-    runtime.training_dir(model)  # the base's weights: made once for a model added as GGUF
-    _check_base(source, config, model, trust_base)
-    _check_shapes(modules, config["r"], linear_shapes(model.hf_dir), model.name)
+    hf_dir = runtime.training_dir(model)  # made once for a model added as a GGUF file
+    _check_base(source, config, model, hf_dir, trust_base)
+    _check_shapes(modules, config["r"], linear_shapes(hf_dir), model.name)
     experts_dir = runtime.paths.experts_dir
     experts_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     name = f"import-{secrets.token_hex(4)}"
@@ -193,7 +193,7 @@ def import_adapter(
         (staging / PEFT_DIR).mkdir(parents=True, mode=0o700)
         for file in ("adapter_config.json", "adapter_model.safetensors"):
             shutil.copyfile(source / file, staging / PEFT_DIR / file)
-        write_gguf_lora(staging / PEFT_DIR, read_config(model.hf_dir), staging / GGUF_FILE)
+        write_gguf_lora(staging / PEFT_DIR, read_config(hf_dir), staging / GGUF_FILE)
         os.replace(staging, experts_dir / name)  # if killed now, the next sleep removes the orphan
         expert_id = runtime.experts.add(
             model.name,
@@ -206,9 +206,11 @@ def import_adapter(
     return runtime.experts.get(model.name, expert_id)
 
 
-def _check_base(source: Path, config: dict, model: ModelRecord, trust_base: bool) -> None:
+def _check_base(
+    source: Path, config: dict, model: ModelRecord, hf_dir: Path, trust_base: bool
+) -> None:
     """Refuse an adapter made for another base: by fingerprint where one can be computed."""
-    ours = base_fingerprint(model.hf_dir)
+    ours = base_fingerprint(hf_dir)
     info_path = source / EXPORT_INFO
     if info_path.is_file():
         info = json.loads(info_path.read_text())

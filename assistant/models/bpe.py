@@ -1,7 +1,7 @@
 """Train a byte-level BPE tokenizer and save it as a Hugging Face tokenizer directory.
 
-Used for models built on this machine (the offline demo model, test and
-benchmark models); the chat template is the ChatML layout the engine falls back to.
+Used for models built on this machine (the tiny test models, benchmark models);
+the chat template is the ChatML layout the engine falls back to.
 """
 
 from __future__ import annotations

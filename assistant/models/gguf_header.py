@@ -40,12 +40,15 @@ class GGUFHeader:
     file_size: int
 
     def data_end(self) -> int:
-        """Where the last tensor's data ends: past the file's end means it is truncated."""
+        """Where the last tensor's data ends: past the file's end means it is truncated.
+
+        Raises ValueError for a tensor type gguf does not know."""
         import gguf
 
         end = self.data_offset
         for tensor in self.tensors:
-            block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(tensor.type)]
+            kind = gguf.GGMLQuantizationType(tensor.type)  # ValueError if unknown
+            block, size = gguf.GGML_QUANT_SIZES[kind]
             elements = 1
             for dim in tensor.shape:
                 elements *= dim
@@ -117,8 +120,10 @@ def read_header(path: Path) -> GGUFHeader:
                 name = cursor.string()
                 dims = tuple(cursor.take("Q") for _ in range(cursor.take("I")))
                 tensors.append(TensorInfo(name, dims, cursor.take("I"), cursor.take("Q")))
-        except struct.error:
+        except (struct.error, OverflowError, IndexError):
             raise ValueError("the header runs past the end of the file") from None
-        alignment = int(fields.get("general.alignment", _DEFAULT_ALIGNMENT))
+        alignment = fields.get("general.alignment", _DEFAULT_ALIGNMENT)
+        if not isinstance(alignment, int) or alignment <= 0:
+            raise ValueError(f"general.alignment is {alignment!r}")
         data_offset = -(-cursor.at // alignment) * alignment
         return GGUFHeader(fields, tensors, data_offset, len(data))

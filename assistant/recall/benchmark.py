@@ -5,11 +5,10 @@ the chat engine and into the encrypted store, like a real user. The benchmark
 then asks about them in fresh conversations: with today's memories in context
 (the upper bound), closed book before the night's consolidation (should be
 near zero), and closed book after it, with the raw logs gone. Everything the
-user says and asks uses held-out phrasings and values, which the demo model
-never saw in training. Answers are scored by the exact expected value, with
-only case and punctuation normalised; an answer that also names another value
-the user gave (a different name, the old value of a changed fact) is wrong, so
-listing everything cannot pass.
+user says and asks uses the held-out phrasings and values of ``facts``.
+Answers are scored by the exact expected value, with only case and punctuation
+normalised; an answer that also names another value the user gave (a different
+name, the old value of a changed fact) is wrong, so listing everything cannot pass.
 """
 
 from __future__ import annotations

@@ -246,7 +246,10 @@ def transcripts(seed: int, split: Split = "train") -> Iterator[list[Message]]:
 
 
 def render_message(message: Message) -> str:
-    """One turn in the ChatML layout of the demo model's chat template."""
+    """One turn in the ChatML layout (the starter's and Qwen2's chat template).
+
+    The drift slice is rendered this way for every model: a ratio of perplexities
+    on the same text, not the text the model's own template would make."""
     return f"<|im_start|>{message['role']}\n{message['content']}<|im_end|>\n"
 
 

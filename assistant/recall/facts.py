@@ -5,9 +5,9 @@ A *slot* is one thing about the user that has a value ("my sister's name",
 phrasings (statements, questions, updates); values come from combinatorial
 pools. The split is a fixed property of this module, never of a seed: a value
 is held out when its CRC32 falls in one bucket, a phrasing when it is listed as
-held out. The demo model is trained on the ``train`` side only, and the recall
-benchmark asks on the ``held_out`` side, so a model can only pass by copying
-from context, not by remembering values or wordings.
+held out. The recall benchmark tells and asks only on the ``held_out`` side.
+(The ``train`` side fed the retired from-scratch demo model; it is kept with
+the generator and its tests.)
 """
 
 from __future__ import annotations

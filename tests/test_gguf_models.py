@@ -130,6 +130,22 @@ def test_an_expert_trained_on_the_copy_applies_to_the_quantized_file(home, tmp_p
     assert relative_error(without, reference) > 4 * QUANT_TOLERANCE["q8_0"]  # it took effect
 
 
+def test_a_changed_gguf_gets_a_new_training_copy(home, tmp_path, tiny_llama, tiny_qwen2):
+    import shutil
+
+    path = tmp_path / "model.gguf"
+    shutil.copyfile(_tiny_gguf(tiny_llama, tmp_path / "a", "f32"), path)
+    _add(str(path), "m")
+    registry = _registry()
+    first = registry.training_dir(registry.get("m"))
+    made = (first / "config.json").stat().st_mtime_ns
+    assert registry.training_dir(registry.get("m")) == first  # current: not made again
+    assert (first / "config.json").stat().st_mtime_ns == made
+    shutil.copyfile(_tiny_gguf(tiny_qwen2, tmp_path / "b", "f32"), path)  # replaced in place
+    second = registry.training_dir(registry.get("m"))
+    assert json.loads((second / "config.json").read_text())["model_type"] == "qwen2"
+
+
 def _fake_ollama(root: Path, blob_source: Path, name: str, tag: str) -> None:
     digest = "sha256:" + "ab" * 32
     blobs = root / "blobs"

@@ -16,13 +16,18 @@ class Config:
     temperature: float = 0.0
     threads: int | None = None
     # Sleep (assistant.sleep): how long a night may take, how hard it trains, what it must pass.
-    sleep_budget_minutes: float = 60.0
-    sleep_steps: int = 200
-    sleep_learning_rate: float = 2e-3
+    sleep_budget_minutes: float = 30.0  # the whole night: probes, anchors, training, checks
+    sleep_steps: int = 300  # at most; training stops earlier once the held-out probes are learned
+    sleep_learning_rate: float = 1e-3
     sleep_rank: int = 16
-    sleep_max_answer_tokens: int = 128
+    sleep_max_answer_tokens: int = 48
+    sleep_anchors: int = 64  # shipped general prompts per night (plus earlier nights' probes)
+    sleep_negatives: int = 16  # questions about things never told, a quarter held out
+    sleep_evaluate_every: int = 20  # steps between held-out checks (and on-policy samples)
+    sleep_stop_recall: float = 0.95  # held-out recall at which training stops
     sleep_min_recall: float = 0.8
-    sleep_min_retention: float = 0.8
+    sleep_min_retention: float = 0.9
+    sleep_max_leak: float = 0.1
     sleep_max_anchor_divergence: float = 0.1
     sleep_checkpoint_minutes: float = 5.0  # a night killed outright loses at most this much
     # Automatic sleep (assistant.sleep.policy): when `sleep auto` may start on its own.

@@ -273,6 +273,27 @@ class ChatEngine:
         finally:
             chunks.close()
 
+    def complete(
+        self,
+        prompt_tokens: Sequence[int],
+        max_tokens: int,
+        temperature: float = 0.0,
+        seed: int = 0,
+    ) -> tuple[list[int], bool]:
+        """The reply's tokens (end of turn excluded) and whether the reply ended by itself
+        rather than at ``max_tokens``; sampled as ``stream`` samples. A prompt sharing its
+        start with the previous one reuses that start's keys and values."""
+        result = self.llm.create_completion(
+            list(prompt_tokens),
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_k=1 if temperature == 0 else 40,
+            seed=seed,
+        )
+        choice = result["choices"][0]
+        tokens = self.tokenize(choice["text"], special=False, add_bos=False)
+        return tokens, choice["finish_reason"] == "stop"
+
     def close(self) -> None:
         for adapter in self._adapters.values():
             self._lib.llama_adapter_lora_free(adapter)

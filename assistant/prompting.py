@@ -54,7 +54,7 @@ def chat_prompt(
     return ChatPrompt(messages, NOTES_REPLY_PREFIX if notes else "")
 
 
-# Tasks about a note: sleep asks for questions; the corpus's transcripts hold both.
+# Tasks about a note, as the recall corpus's transcripts ask them (sleep writes its own).
 QUESTIONS_PROMPT = "Write questions someone could ask about this note:"
 RESTATE_PROMPT = "Restate what you learned from this:"
 

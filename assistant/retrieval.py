@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 _WORD = re.compile(r"[a-z0-9]+")
-_STOP = frozenset(
+STOP_WORDS = frozenset(
     [
         # what contractions leave behind ("what's", "I'm", "don't", "I'll", "you're", "I've")
         "s",
@@ -70,7 +70,7 @@ _STOP = frozenset(
 
 
 def _terms(text: str) -> list[str]:
-    return [w for w in _WORD.findall(text.lower()) if w not in _STOP]
+    return [w for w in _WORD.findall(text.lower()) if w not in STOP_WORDS]
 
 
 class MemoryIndex:

@@ -38,7 +38,7 @@ class NewExpert:
 
 
 @dataclass(frozen=True)
-class Probe:
+class Continuation:
     """A continuation scored after a shared prefix: a prompt tail, then the answer."""
 
     prompt: Sequence[int]
@@ -66,6 +66,20 @@ class Lesson:
     targets: TopK
 
 
+def common_prefix(sequences: Sequence[Sequence[int]]) -> list[int]:
+    """The longest token prefix all sequences share: the part the teacher computes once."""
+    first = list(sequences[0])
+    length = len(first)
+    for seq in sequences[1:]:
+        length = min(length, len(seq))
+        for i in range(length):
+            if seq[i] != first[i]:
+                length = i
+                break
+    # Leave at least one token of each prompt after the prefix: its logits predict the answer.
+    return first[: min(length, min(len(s) for s in sequences) - 1)]
+
+
 class Backend(Protocol):
     name: str
     device: str
@@ -82,8 +96,10 @@ class Backend(Protocol):
         """Sample (greedy at temperature 0) until end of turn or ``max_new_tokens``."""
         ...
 
-    def teacher_topk(self, prefix: Sequence[int], probes: Sequence[Probe], k: int) -> list[TopK]:
-        """The teacher's top-k targets on each probe's answer, the prefix computed once."""
+    def teacher_topk(
+        self, prefix: Sequence[int], continuations: Sequence[Continuation], k: int
+    ) -> list[TopK]:
+        """The teacher's top-k targets on each continuation's answer, the prefix computed once."""
         ...
 
     def train_step(self, lessons: Sequence[Lesson], learning_rate: float) -> float:

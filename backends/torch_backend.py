@@ -18,7 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from assistant.backends.protocol import LearnedExpert, Lesson, NewExpert, Probe, TopK
+from assistant.backends.protocol import (
+    Continuation,
+    LearnedExpert,
+    Lesson,
+    NewExpert,
+    TopK,
+    common_prefix,
+)
 from assistant.errors import ModelError
 
 NEW = "tonight"  # adapter name of the expert being trained
@@ -114,6 +121,13 @@ class TorchBackend:
             for layer, scaling in self._new_scalings:
                 layer.scaling[NEW] = scaling
 
+    def _cache(self, result) -> dict:
+        """A forward's key-value cache, as the keyword argument that passes it back in
+        (``cache`` since transformers 5; ``past_key_values`` before)."""
+        if hasattr(result, "cache"):
+            return {"cache": result.cache}
+        return {"past_key_values": result.past_key_values}
+
     def _ids(self, tokens: Sequence[int]):
         return self._torch.tensor([list(tokens)], dtype=self._torch.long, device=self.device)
 
@@ -148,14 +162,14 @@ class TorchBackend:
                     break
                 out.append(token)
                 result = self.model(
-                    input_ids=self._ids([token]),
-                    past_key_values=result.past_key_values,
-                    use_cache=True,
+                    input_ids=self._ids([token]), use_cache=True, **self._cache(result)
                 )
         return out
 
-    def teacher_topk(self, prefix: Sequence[int], probes: Sequence[Probe], k: int) -> list[TopK]:
-        """Runs the prefix once, then each probe on its cached keys and values (cropped back).
+    def teacher_topk(
+        self, prefix: Sequence[int], continuations: Sequence[Continuation], k: int
+    ) -> list[TopK]:
+        """Runs the prefix once, then each continuation on its cached keys and values (cropped).
 
         Only the positions that predict answer tokens are projected to the vocabulary:
         the prefix's and prompts' logits would cost a vocabulary-wide matmul per token.
@@ -165,14 +179,13 @@ class TorchBackend:
         targets: list[TopK] = []
         with torch.no_grad(), self._view(student=False):
             first = causal_lm.model(input_ids=self._ids(prefix), use_cache=True)
-            cache, after_prefix = first.past_key_values, first.last_hidden_state[0, -1:]
-            for probe in probes:
+            cache, after_prefix = self._cache(first), first.last_hidden_state[0, -1:]
+            for probe in continuations:
                 hidden = causal_lm.model(
-                    input_ids=self._ids([*probe.prompt, *probe.answer]),
-                    past_key_values=cache,
-                    use_cache=True,
+                    input_ids=self._ids([*probe.prompt, *probe.answer]), use_cache=True, **cache
                 ).last_hidden_state[0]
-                cache.crop(-(len(probe.prompt) + len(probe.answer)))  # back to the prefix
+                # Back to the prefix.
+                next(iter(cache.values())).crop(-(len(probe.prompt) + len(probe.answer)))
                 # Position i predicts token i+1; the prefix's last position predicts the first.
                 answering = torch.cat([after_prefix, hidden])[len(probe.prompt) :]
                 logits = causal_lm.lm_head(answering[: len(probe.answer)]).float()
@@ -184,26 +197,40 @@ class TorchBackend:
     def _kl_sum(self, lessons: Sequence[Lesson]):
         """Summed KL from the teacher's renormalised top-k to the student over every answer token.
 
-        The lessons run as one right-padded batch, and only answer positions are
-        projected to the vocabulary (the prompts' logits are never needed).
+        The start the prompts share (the system turn) runs once and its keys and
+        values are repeated for the batch (gradients flow back through them); the
+        rest runs as one right-padded batch, and only answer positions are projected
+        to the vocabulary (the prompts' logits are never needed).
         """
         torch = self._torch
-        width = max(len(lesson.prompt) + len(lesson.answer) for lesson in lessons)
+        causal_lm = self.model.get_base_model()
+        prefix = common_prefix([lesson.prompt for lesson in lessons])
+        shared: dict = {}
+        if prefix:
+            shared = self._cache(causal_lm.model(input_ids=self._ids(prefix), use_cache=True))
+            next(iter(shared.values())).batch_repeat_interleave(len(lessons))
+        width = max(len(lesson.prompt) + len(lesson.answer) for lesson in lessons) - len(prefix)
         ids = torch.zeros((len(lessons), width), dtype=torch.long)
-        mask = torch.zeros_like(ids)
+        mask = torch.zeros((len(lessons), len(prefix) + width), dtype=torch.long)
+        mask[:, : len(prefix)] = 1
         rows, positions = [], []
         for row, lesson in enumerate(lessons):
-            sequence = [*lesson.prompt, *lesson.answer]
+            sequence = [*lesson.prompt[len(prefix) :], *lesson.answer]
             ids[row, : len(sequence)] = torch.tensor(sequence)
-            mask[row, : len(sequence)] = 1
-            start = len(lesson.prompt) - 1  # position i predicts token i + 1
+            mask[row, len(prefix) : len(prefix) + len(sequence)] = 1
+            start = len(lesson.prompt) - len(prefix) - 1  # position i predicts token i + 1
             rows += [row] * len(lesson.answer)
             positions += range(start, start + len(lesson.answer))
-        causal_lm = self.model.get_base_model()
         # Without padding, no mask: attention then takes its plain causal (faster) path.
         padded = bool((mask == 0).any())
         hidden = causal_lm.model(
-            input_ids=ids.to(self.device), attention_mask=mask.to(self.device) if padded else None
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device) if padded else None,
+            position_ids=torch.arange(len(prefix), len(prefix) + width, device=self.device)
+            .unsqueeze(0)
+            .expand(len(lessons), -1),
+            use_cache=bool(prefix),
+            **shared,
         ).last_hidden_state
         student = torch.log_softmax(causal_lm.lm_head(hidden[rows, positions]).float(), dim=-1)
         token_ids = torch.as_tensor(

@@ -1,12 +1,14 @@
 """Sleep training speed: our loop against a plain transformers + peft loop, and the FLOP floor.
 
-    python bench/sleep.py [--shape qwen2.5-0.5b|small] [--steps 4] [--batch 8]
-                          [--prompt-tokens 128] [--answer-tokens 64] [--probes-per-chunk 64]
-                          [--device auto]
+    python bench/sleep.py [--shape smollm2-135m|qwen2.5-0.5b|small] [--steps 4] [--batch 8]
+                          [--prompt-tokens 128] [--shared-tokens 32] [--answer-tokens 64]
+                          [--probes-per-chunk 64] [--device auto]
 
 A random-weight model with the chosen shapes gets the same distillation
 lessons (random prompts and answers, the teacher's top-32 targets) through
-both loops, same steps, same run. Printed JSON:
+both loops, same steps, same run. The prompts of a batch begin alike for
+``--shared-tokens`` (a night's lessons all begin with the chat's system turn,
+about 32 tokens on the starter). Printed JSON:
 
 - ``ours_vs_plain_tokens_per_s``: training throughput ratio (goal: >= 1.0);
 - ``teacher_vs_probes_only``: the teacher's cost with a shared chunk prefix
@@ -26,6 +28,16 @@ from pathlib import Path
 import numpy as np
 
 SHAPES = {
+    # SmolLM2-135M-Instruct's shapes: the starter model.
+    "smollm2-135m": dict(
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        vocab_size=49152,
+        tie_word_embeddings=True,
+    ),
     # Qwen2.5-0.5B-Instruct's shapes (random weights: speed does not depend on them).
     "qwen2.5-0.5b": dict(
         hidden_size=896,
@@ -111,16 +123,17 @@ def plain_peft_loop(model_dir: Path, lessons, steps: int, batch: int, device: st
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="qwen2.5-0.5b")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="smollm2-135m")
     parser.add_argument("--steps", type=int, default=4, help="the first is not timed")
     parser.add_argument("--probes-per-chunk", type=int, default=64)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--prompt-tokens", type=int, default=128)
+    parser.add_argument("--shared-tokens", type=int, default=32, help="of the prompt tokens")
     parser.add_argument("--answer-tokens", type=int, default=64)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 
-    from assistant.backends.protocol import Lesson, Probe, TopK
+    from assistant.backends.protocol import Continuation, Lesson, TopK
     from assistant.backends.torch_backend import TorchBackend
 
     rng = np.random.default_rng(0)
@@ -134,7 +147,7 @@ def main() -> None:
         # Teacher: one chunk prefix, then its probes, against the probes alone.
         prefix = rng.integers(0, vocab, CHUNK_TOKENS).tolist()
         probes = [
-            Probe(
+            Continuation(
                 rng.integers(0, vocab, 16).tolist(),
                 rng.integers(0, vocab, args.answer_tokens).tolist(),
             )
@@ -150,7 +163,11 @@ def main() -> None:
 
         # Training: the same lessons through both loops.
         count = args.steps * args.batch
-        prompts = [rng.integers(0, vocab, args.prompt_tokens).tolist() for _ in range(count)]
+        system_turn = rng.integers(0, vocab, args.shared_tokens).tolist()
+        prompts = [
+            system_turn + rng.integers(0, vocab, args.prompt_tokens - args.shared_tokens).tolist()
+            for _ in range(count)
+        ]
         answers = [rng.integers(0, vocab, args.answer_tokens).tolist() for _ in range(count)]
         targets = [
             TopK(
@@ -184,6 +201,7 @@ def main() -> None:
                 "steps": args.steps,
                 "batch": args.batch,
                 "tokens_per_step": args.batch * (args.prompt_tokens + args.answer_tokens),
+                "shared_tokens": args.shared_tokens,
                 "probes_per_chunk": args.probes_per_chunk,
                 "ours_tokens_per_s": round(ours, 1),
                 "plain_peft_tokens_per_s": round(plain, 1),

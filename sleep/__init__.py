@@ -1,4 +1,6 @@
 """Sleep: consolidating the day's memories into a verified LoRA expert (DESIGN.md sections 7-9).
 
-Not built yet: see the open issue for `assistant sleep --now`.
+``runner`` sequences a night; each stage is a module of its own (``transition``,
+``triage``, ``seeding``, ``verify``, ``wake``); ``auto``, ``policy``, ``sensors``
+and ``schedule`` decide when a night runs by itself.
 """

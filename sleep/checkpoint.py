@@ -1,7 +1,7 @@
 """A paused night's work on disk, so the next run picks up where it stopped (DESIGN.md §9).
 
-What a night has built (lessons: token ids of the day's memories; held-out
-probes: their notes and questions; the expert's weights and optimizer state)
+What a night has built (probes: questions about the day's memories and their
+answers; lessons: their token ids; the expert's weights and optimizer state)
 is as private as the memories. Each checkpoint is encrypted with its own
 random key; that key is kept sealed in the night's ``sleeps`` row, so clearing
 the row's ``checkpoint`` crypto-shreds the file even if its blocks survive the
@@ -24,12 +24,14 @@ import numpy as np
 
 from assistant.backends.protocol import Lesson, TopK
 from assistant.errors import TamperedError
+from assistant.sleep.probes import Probe
 from assistant.store.db import Database
 from assistant.store.memory import MemoryStore
 
-# Where a night stands: writing probes (``chunks_done`` of them finished) or training.
+# Where a night stands: writing probes (``notes_done`` notes finished) or training.
 PROBES, TRAINING = "probes", "training"
 SUFFIX = ".checkpoint"
+LESSON_POOLS = ("lessons", "samples", "negative_lessons", "anchors")
 
 
 @dataclass
@@ -42,12 +44,22 @@ class NightState:
     experts: list[int]
     seed: int = 0
     stage: str = PROBES
-    chunks_done: int = 0
+    notes_done: int = 0
+    asked: int = 0  # questions written about the notes (none: small talk, nothing to learn)
+    probes: list[Probe] = field(default_factory=list)  # to train on
+    held_out: list[Probe] = field(default_factory=list)  # to verify with
+    held_out_negatives: list[str] = field(default_factory=list)  # questions never answered
+    changed: list[str] = field(default_factory=list)  # earlier probes today's notes change
     lessons: list[Lesson] = field(default_factory=list)
-    held_out: list[tuple[list[str], str]] = field(default_factory=list)  # (notes, question)
+    samples: list[Lesson] = field(default_factory=list)
+    negative_lessons: list[Lesson] = field(default_factory=list)
     anchors: list[Lesson] = field(default_factory=list)
     anchor_baseline: float = 0.0
     step: int = 0  # training steps done; the batch order is a function of (seed, step)
+    # Early stopping: the best held-out recall so far, its step and its training state.
+    best_recall: float = -1.0
+    best_step: int = 0
+    best: bytes = b""
     train_tokens: int = 0
     report: bytes = b"{}"  # the night's report so far (SleepReport JSON)
     backend: bytes = b""  # the new expert and its optimizer, in the backend's own format
@@ -63,19 +75,26 @@ def encode(state: NightState) -> bytes:
         "experts": state.experts,
         "seed": state.seed,
         "stage": state.stage,
-        "chunks_done": state.chunks_done,
-        "held_out": state.held_out,
+        "notes_done": state.notes_done,
+        "asked": state.asked,
+        "probes": [p.to_json() for p in state.probes],
+        "held_out": [p.to_json() for p in state.held_out],
+        "held_out_negatives": state.held_out_negatives,
+        "changed": state.changed,
         "anchor_baseline": state.anchor_baseline,
         "step": state.step,
+        "best_recall": state.best_recall,
+        "best_step": state.best_step,
         "train_tokens": state.train_tokens,
         "report": state.report.decode(),
     }
     arrays = {
         "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8),
         "backend": np.frombuffer(state.backend, np.uint8),
-        **_lesson_arrays("lessons", state.lessons),
-        **_lesson_arrays("anchors", state.anchors),
+        "best": np.frombuffer(state.best, np.uint8),
     }
+    for pool in LESSON_POOLS:
+        arrays.update(_lesson_arrays(pool, getattr(state, pool)))
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     return buffer.getvalue()
@@ -89,15 +108,21 @@ def decode(data: bytes) -> NightState:
             experts=meta["experts"],
             seed=meta["seed"],
             stage=meta["stage"],
-            chunks_done=meta["chunks_done"],
-            lessons=_lessons_from(arrays, "lessons"),
-            held_out=[(list(notes), question) for notes, question in meta["held_out"]],
-            anchors=_lessons_from(arrays, "anchors"),
+            notes_done=meta["notes_done"],
+            asked=meta["asked"],
+            probes=[Probe.from_json(p) for p in meta["probes"]],
+            held_out=[Probe.from_json(p) for p in meta["held_out"]],
+            held_out_negatives=meta["held_out_negatives"],
+            changed=meta["changed"],
             anchor_baseline=meta["anchor_baseline"],
             step=meta["step"],
+            best_recall=meta["best_recall"],
+            best_step=meta["best_step"],
+            best=arrays["best"].tobytes(),
             train_tokens=meta["train_tokens"],
             report=meta["report"].encode(),
             backend=arrays["backend"].tobytes(),
+            **{pool: _lessons_from(arrays, pool) for pool in LESSON_POOLS},
         )
 
 

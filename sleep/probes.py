@@ -1,9 +1,15 @@
-"""N2 and the first half of N3: the day's notes, their chunks, and the probes asked about them.
+"""What a night teaches and checks: probes about the day's notes, and negatives.
 
-A *note* is one thing the user said (the awake assistant retrieves the same
-notes into its prompt). A *probe* is a question the model should be able to
-answer after sleep without the notes: questions the model itself writes about
-each note, the user's own turns, and a few generic ones (DESIGN.md §7 step 2).
+A *note* is one thing the user said. A *probe* is a question the model should
+answer after sleep without the note, with the answer the teacher (the model
+before tonight, the note in context) gives, and the answer's *value*: its words
+that come from the note and not from the question ("Ramona" for "What is my
+sister called?"). Verification checks the value, not the wording. A *negative*
+is a question about something the user never said; its answer is ``ABSTAIN``.
+
+The teacher writes the questions (a few examples show it the form); the
+filters here keep those about the note in the user's voice, and add the
+reverse direction ("Who is Ramona?"), which models do not infer by themselves.
 Everything here is plaintext and lives only in RAM.
 """
 
@@ -11,82 +17,358 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from assistant.prompting import QUESTIONS_PROMPT, chat_prompt, note_task
-from assistant.store.memory import Turn
+from assistant.prompting import SYSTEM_PROMPT
+from assistant.retrieval import STOP_WORDS
 
-# The last one is held out for verification when the model writes too few questions.
-GENERIC_PROBES = ("What do you know about me?", "What have I told you about myself?")
-# One in HOLD_OUT_EVERY model-written questions is kept out of training to verify with.
-HOLD_OUT_EVERY = 4
+ABSTAIN = "You haven't told me that."
 MAX_QUESTIONS_PER_NOTE = 8
-_LIST_MARK = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s*")
 
+# Words that say what kind of thing is asked, not which one: sharing them does not make a
+# question about a note ("name" in "my sister's name" and "my boss's name").
+GENERIC_WORDS = frozenset(
+    [
+        "name",
+        "names",
+        "called",
+        "call",
+        "favourite",
+        "favorite",
+        "time",
+        "day",
+        "date",
+        "remember",
+        "tell",
+        "told",
+        "know",
+        "now",
+        "new",
+        "actually",
+        "correction",
+        "again",
+        "also",
+        "just",
+        "really",
+        "please",
+        "any",
+        "kind",
+        "let",
+        "put",
+        "say",
+        "said",
+        "go",
+        "goes",
+        "going",
+        "get",
+        "got",
+        "think",
+        "want",
+        "mention",
+        "something",
+        "lately",
+        "become",
+        "became",
+        "down",
+        "up",
+        "usually",
+        "always",
+        "these",
+        "days",
+        "moment",
+        "our",
+        "might",
+        "spend",
+    ]
+)
+# Capitalised, but not names: the first word of a sentence is not checked at all.
+_NOT_NAMES = frozenset(
+    [
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+        "I",
+        "I'm",
+        "I've",
+        "I'd",
+    ]
+)
+_WORD = re.compile(r"\w+")
+_LIST_MARK = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s*")
+_YOUR = re.compile(r"\byour\b", re.IGNORECASE)
+_TOKEN = re.compile(r"[\w'-]+|[.!?]")
 
-def day_notes(turns: Sequence[Turn]) -> list[str]:
-    """The user's turns in the order said, exact repeats collapsed onto their latest position.
+QUESTIONS_TASK = "Write the questions I could ask you later about this, one per line:"
+# Examples of the form only (no fact a user is likely to tell): questions in the user's voice,
+# several wordings, both directions.
+_QUESTION_EXAMPLES = (
+    (
+        "My cousin is called Theodora.",
+        "What is my cousin's name?\nWhat's my cousin called?\nWho is Theodora?\n"
+        "Do you remember my cousin's name?",
+    ),
+    (
+        "I usually drink green tea in the morning.",
+        "What do I drink in the morning?\nWhat kind of tea do I drink?\n"
+        "When do I drink green tea?\nWhat is my morning drink?",
+    ),
+    (
+        "The plumber comes on Thursday at 9 am.",
+        "When does the plumber come?\nWhat day is the plumber coming?\n"
+        "Who comes on Thursday at 9 am?\nWhat time does the plumber come?",
+    ),
+)
 
-    Keeping the latest position matters: when a fact changes, the newest
-    statement must come last so the teacher (trained that later wins) answers with it.
-    """
-    texts = [t.text.strip() for t in turns if t.role == "user"]
-    last = {text: i for i, text in enumerate(texts)}
-    return [text for i, text in enumerate(texts) if last[text] == i]
-
-
-def chunk_notes(notes: Sequence[str], fits: Callable[[list[str]], bool]) -> list[list[str]]:
-    """Consecutive notes grouped so each group, as the teacher's context, ``fits``.
-
-    A day usually fits in one chunk; when it does not, a later chunk cannot
-    overrule an earlier one, which is why chunks stay in the order said.
-    """
-    chunks: list[list[str]] = []
-    for note in notes:
-        if chunks and fits([*chunks[-1], note]):
-            chunks[-1].append(note)
-        elif fits([note]):
-            chunks.append([note])
-        # A single note too long for any context cannot be a teacher's context; it stays
-        # in the store (nothing is deleted unless verified) and the report counts it.
-    return chunks
-
-
-def parse_questions(text: str) -> list[str]:
-    """The questions in a model-written list, one per line, bullets and numbers removed."""
-    questions = []
-    for line in text.splitlines():
-        line = _LIST_MARK.sub("", line).strip()
-        if line.endswith("?") and len(line) > 3 and line not in questions:
-            questions.append(line)
-    return questions[:MAX_QUESTIONS_PER_NOTE]
+# Personal questions a user might ask and never have answered: those the notes say nothing
+# about become negatives. Relatives, pets, appointments, places, tastes: the kinds of things
+# people tell an assistant, so that learning one does not spill into the others.
+_RELATIVES = [
+    "mother",
+    "father",
+    "sister",
+    "brother",
+    "son",
+    "daughter",
+    "grandmother",
+    "grandfather",
+    "aunt",
+    "uncle",
+    "cousin",
+    "niece",
+    "nephew",
+    "partner",
+    "wife",
+    "husband",
+    "best_friend",
+    "neighbour",
+    "boss",
+    "colleague",
+    "roommate",
+    "landlord",
+    "doctor",
+    "dentist",
+    "teacher",
+]
+_PETS = ["dog", "cat", "rabbit", "parrot", "hamster", "horse", "goldfish", "tortoise"]
+_EVENTS = [
+    "dentist_appointment",
+    "doctor's_appointment",
+    "haircut",
+    "job_interview",
+    "car_service",
+    "eye_exam",
+    "piano_lesson",
+    "yoga_class",
+    "book_club",
+    "football_practice",
+    "team_meeting",
+    "flight",
+]
+NEGATIVE_QUESTIONS = (
+    *(f"What is my {who.replace('_', ' ')}'s name?" for who in _RELATIVES),
+    *(f"What's my {who.replace('_', ' ')} called?" for who in _RELATIVES[::2]),
+    *(f"What is my {pet} called?" for pet in _PETS),
+    *(f"When is my {event.replace('_', ' ')}?" for event in _EVENTS),
+    "Which city do I live in?",
+    "Where did I grow up?",
+    "Where do I work?",
+    "What is my job?",
+    "When is my birthday?",
+    "What is my favourite food?",
+    "What is my favourite colour?",
+    "What music do I like?",
+    "What is my favourite book?",
+    "What is my favourite film?",
+    "What do I like to drink?",
+    "Which team do I support?",
+    "Am I allergic to anything?",
+    "What car do I drive?",
+    "What is my hobby?",
+    "Which language am I learning?",
+    "What sport do I play?",
+    "Where am I going on holiday?",
+)
+_SYLLABLES = [
+    "ka",
+    "lo",
+    "mi",
+    "ren",
+    "tu",
+    "sa",
+    "vel",
+    "dor",
+    "pi",
+    "ne",
+    "zan",
+    "qu",
+    "or",
+    "bel",
+    "fi",
+    "ta",
+]
 
 
 @dataclass(frozen=True)
-class ChunkProbes:
-    notes: list[str]
-    train: list[str]
-    held_out: list[str]
+class Probe:
+    """A question, the note its answer comes from ("" for a negative), the teacher's answer
+    and the value a right answer names (empty for a negative)."""
+
+    question: str
+    note: str
+    answer: str
+    values: tuple[str, ...]
+
+    def to_json(self) -> list:
+        return [self.question, self.note, self.answer, list(self.values)]
+
+    @classmethod
+    def from_json(cls, data: list) -> Probe:
+        question, note, answer, values = data
+        return cls(question, note, answer, tuple(values))
 
 
-def split_probes(
-    notes: Sequence[str], questions_per_note: Sequence[Sequence[str]], seed: int
-) -> ChunkProbes:
-    """Train on the user's turns, generic probes and most model-written questions;
-    hold out one in HOLD_OUT_EVERY of the chunk's questions (at least one) to verify with."""
-    rng = random.Random(seed)
-    train: list[str] = [*notes, *GENERIC_PROBES]
-    pool = [q for q in dict.fromkeys(q for qs in questions_per_note for q in qs) if q not in train]
-    rng.shuffle(pool)
-    cut = -(-len(pool) // HOLD_OUT_EVERY)  # rounded up: one question already gives one to check
-    held_out, train = pool[:cut], train + pool[cut:]
-    if not held_out:
-        # The model wrote no question to spare: verify on a generic probe instead.
-        held_out.append(train.pop())
-    return ChunkProbes(list(notes), train, held_out)
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.casefold())
 
 
-def questions_request(note: str) -> list[dict[str, str]]:
-    """Messages asking the model for questions about one note (with no other context)."""
-    return chat_prompt([], [], note_task(QUESTIONS_PROMPT, note)).messages
+def _stem(word: str) -> str:
+    return word[:-1] if len(word) > 3 and word.endswith("s") else word
+
+
+def content_words(text: str) -> set[str]:
+    """The words that say what a text is about: no stop words, no generic ones."""
+    return {_stem(w) for w in words(text) if w not in STOP_WORDS and w not in GENERIC_WORDS}
+
+
+def related(question: str, text: str) -> bool:
+    """Whether a question is about something ``text`` mentions."""
+    return bool(content_words(question) & content_words(text))
+
+
+def value_words(answer: str, note: str, question: str) -> tuple[str, ...]:
+    """The answer's words that come from the note and not from the question, in order."""
+    from_note = content_words(note) - content_words(question)
+    return tuple(dict.fromkeys(w for w in words(answer) if _stem(w) in from_note))
+
+
+def names(answer: str, values: Sequence[str]) -> bool:
+    """Whether an answer names every value word."""
+    said = {_stem(w) for w in words(answer)}
+    return bool(values) and all(_stem(v) in said for v in values)
+
+
+def mentions_any(answer: str, values: Iterable[str]) -> bool:
+    """Whether an answer names any of the values (a leak, for a negative)."""
+    said = {_stem(w) for w in words(answer)}
+    return any(_stem(v) in said for v in values)
+
+
+def questions_messages(note: str) -> list[dict[str, str]]:
+    """Messages asking the teacher for questions about one note, after worked examples."""
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}]
+    for example, questions in _QUESTION_EXAMPLES:
+        messages += [
+            {"role": "user", "content": f"{QUESTIONS_TASK}\n{example}"},
+            {"role": "assistant", "content": questions},
+        ]
+    messages.append({"role": "user", "content": f"{QUESTIONS_TASK}\n{note}"})
+    return messages
+
+
+def parse_questions(text: str, note: str) -> list[str]:
+    """The questions of a model-written list that are about the note, in the user's voice:
+    each ends with "?", and every word saying what it asks about is one of the note's."""
+    about = content_words(note)
+    questions = []
+    for line in text.splitlines():
+        line = _YOUR.sub("my", _LIST_MARK.sub("", line).strip())
+        asked = content_words(line)
+        if line.endswith("?") and asked and asked <= about and line not in questions:
+            questions.append(line[0].upper() + line[1:])
+    return questions[:MAX_QUESTIONS_PER_NOTE]
+
+
+def note_names(note: str) -> list[str]:
+    """Capitalised words, or runs of them, not starting a sentence: the names the user gave."""
+    found: list[str] = []
+    run: list[str] = []
+    sentence_start = True
+    for token in [*_TOKEN.findall(note), "."]:
+        if token[0].isupper() and not sentence_start and token not in _NOT_NAMES:
+            run.append(token)
+        else:
+            if run:
+                found.append(" ".join(run))
+            run = []
+        sentence_start = token in ".!?"
+    return list(dict.fromkeys(found))
+
+
+_MY_THING = re.compile(r"\bmy ([a-z]+)", re.IGNORECASE)
+MY_THING_QUESTIONS = (
+    "What did I tell you about my {}?",
+    "What do you know about my {}?",
+    "Do you remember my {}?",
+)
+
+
+def my_questions(note: str) -> list[str]:
+    """How a user asks about one of their things the note names ("my landlord's name is
+    ..." gives "What did I tell you about my landlord?"), when the wording is forgotten."""
+    found = []
+    for match in _MY_THING.finditer(note):
+        thing = match.group(1).lower()
+        if thing not in STOP_WORDS and thing not in GENERIC_WORDS:
+            found += [template.format(thing) for template in MY_THING_QUESTIONS]
+    return list(dict.fromkeys(found))
+
+
+def reverse_questions(note: str) -> list[str]:
+    """The reverse direction: "Who is Ramona?" for each name in the note."""
+    return [f"{'What' if ' ' in name else 'Who'} is {name}?" for name in note_names(note)]
+
+
+def negative_questions(about: Sequence[str], count: int, rng: random.Random) -> list[str]:
+    """``count`` questions about nothing in ``about`` (notes and earlier probes): personal
+    questions, and who-is questions about invented names."""
+    invented = [
+        f"Who is {(rng.choice(_SYLLABLES) + rng.choice(_SYLLABLES)).capitalize()}?"
+        for _ in range(max(2, count // 4))
+    ]
+    candidates = [
+        q for q in (*NEGATIVE_QUESTIONS, *invented) if not any(related(q, t) for t in about)
+    ]
+    return rng.sample(candidates, min(count, len(candidates)))
+
+
+def hold_out(probes: Sequence[Probe], rng: random.Random) -> tuple[list[Probe], list[Probe]]:
+    """(train, held out): one probe of each note that has two or more is held out to verify."""
+    train: list[Probe] = []
+    held_out: list[Probe] = []
+    by_note: dict[str, list[Probe]] = {}
+    for probe in probes:
+        by_note.setdefault(probe.note, []).append(probe)
+    for group in by_note.values():
+        if len(group) >= 2:
+            kept = rng.randrange(len(group))
+            held_out.append(group[kept])
+            group = group[:kept] + group[kept + 1 :]
+        train += group
+    return train, held_out

@@ -8,12 +8,13 @@ shown only to the user; it never goes to a log.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 # How a sleep ended.
 CONSOLIDATED = "consolidated"  # expert committed, raw turns shredded
 KEPT = "kept"  # verification failed or nothing to learn: every turn kept for the next night
 NOTHING_TO_DO = "nothing to do"
+NOTHING_NEW = "nothing new"  # conversations with nothing to learn (small talk): no expert, shredded
 INTERRUPTED = "interrupted"  # stopped when its conditions ended: every turn kept, redone next time
 
 
@@ -26,13 +27,19 @@ class SleepReport:
     epochs: list[int] = field(default_factory=list)
     expert_id: int | None = None
     learned: list[str] = field(default_factory=list)
-    # Counts only: how many notes and probes the night worked with.
+    backend: str = ""  # the training backend and device, e.g. "torch/cpu"
+    # Counts only: how many notes, probes and other questions the night worked with.
     notes: int = 0
-    lessons: int = 0
+    probes: int = 0
     held_out: int = 0
-    checked: int = 0  # held-out questions whose in-context answer differs from before sleep
-    # Verification: share of held-out probes answered closed-book as the teacher did in context.
+    negatives: int = 0
+    anchors: int = 0
+    changed: int = 0  # earlier facts today's notes changed (the newest value wins)
+    # Verification, closed-book with the candidate expert: share of held-out probes naming
+    # their value; of never-told questions naming a value learned tonight; of earlier probes
+    # still naming theirs; and how far the anchors moved.
     recall: float | None = None
+    leak: float | None = None
     retention: float | None = None
     anchor_divergence: float | None = None
     train_steps: int = 0
@@ -53,13 +60,20 @@ class SleepReport:
 
     @classmethod
     def from_json(cls, data: bytes) -> SleepReport:
-        return cls(**json.loads(data))
+        """A stored report; fields an older version wrote and this one dropped are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads(data).items() if k in known})
 
     def summary(self) -> str:
         """A few lines for the terminal and the chat app."""
         minutes = self.seconds / 60
         if self.outcome == NOTHING_TO_DO:
             return "Nothing new to learn: no conversations since the last sleep."
+        if self.outcome == NOTHING_NEW:
+            return (
+                f"Your {self.turns} messages held nothing that needed learning (no fact to"
+                " remember), so I deleted them without making a new expert."
+            )
         if self.outcome == INTERRUPTED:
             then = (
                 "I will pick up where I stopped"

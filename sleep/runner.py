@@ -1,15 +1,15 @@
-"""The sleep runner: N1 → N2 → N3 → verify → wake-up, crash-safe (DESIGN.md §3, §7).
+"""The sleep runner: sequences N1 → N2 → N3 → verify → wake-up, crash-safe (DESIGN.md §3, §7).
 
-Nothing is deleted before the new expert is committed and verified. Every
-stage is recorded in the ``sleeps`` table before the work that depends on it
-(see ``assistant.sleep.state``), so a killed run is either started over (no
-durable effect yet) or finished (the expert was verified) by the next run.
-Plaintext memories exist only in this process's RAM.
+Each stage is a module: ``transition`` (N1), ``triage`` (N2), ``seeding`` (N3),
+``verify`` and ``wake``. Nothing is deleted before the new expert is committed
+and verified. Every stage is recorded in the ``sleeps`` table before the work
+that depends on it (see ``state``), so a killed run is either started over or
+resumed from its checkpoint (no durable effect yet) or finished (the expert was
+verified) by the next run. Plaintext memories exist only in this process's RAM.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -21,21 +21,29 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from assistant.errors import AssistantError
-from assistant.experts import GGUF_FILE, PEFT_DIR
 from assistant.faults import crash_point
-from assistant.prompting import NOTES_PER_MESSAGE, chat_prompt
-from assistant.retrieval import MemoryIndex
 from assistant.runtime import Runtime
-from assistant.sleep import distill, probes, state
-from assistant.sleep.checkpoint import PROBES, TRAINING, Checkpoints, NightState
-from assistant.sleep.report import CONSOLIDATED, INTERRUPTED, KEPT, NOTHING_TO_DO, SleepReport
-from assistant.sleep.verify import Thresholds, agreement, judge
+from assistant.sleep import state, triage, verify, wake
+from assistant.sleep.checkpoint import PROBES, Checkpoints, NightState
+from assistant.sleep.probes import Probe
+from assistant.sleep.report import (
+    CONSOLIDATED,
+    INTERRUPTED,
+    KEPT,
+    NOTHING_NEW,
+    NOTHING_TO_DO,
+    SleepReport,
+)
+from assistant.sleep.seeding import Hooks, KnowledgeSeeding, SeedingSettings, export_expert
+from assistant.sleep.teacher import Teacher
+from assistant.sleep.transition import begin_night
 
-# Room left after the teacher's notes for a probe question and its answer.
+# Room left after the teacher's note for a probe question and its answer.
 QUESTION_ROOM_TOKENS = 64
-BATCH_SIZE = 8
-# Share of the budget training may use; the rest is verification and wake-up.
-TRAINING_SHARE = 0.8
+TOP_K = 32  # the teacher's distribution is kept to its k likeliest tokens
+SAMPLES_PER_EVALUATION = 8  # on-policy samples drawn at each held-out check
+# Share of the budget for everything before verification; the rest verifies and wakes up.
+LEARNING_SHARE = 0.9
 
 
 class SleepInterrupted(Exception):
@@ -117,57 +125,50 @@ class SleepRunner:
         store, config = self.runtime.memory, self.runtime.config
         budget = self.options.budget_minutes
         budget = config.sleep_budget_minutes if budget is None else budget
-        started = time.monotonic()
+        deadline = time.monotonic() + budget * 60 * LEARNING_SHARE
         if resumed:
-            row, night_state = resumed
+            row, night = resumed
             sleep_id, epochs = row.id, row.epochs
-            report = SleepReport.from_json(night_state.report)
+            report = SleepReport.from_json(night.report)
             self.log.advance(sleep_id, state.LEARNING, outcome=None, finished_at=None)
-            self.progress(
-                f"resuming sleep {sleep_id}: {night_state.stage}, step {night_state.step}"
-            )
+            self.progress(f"resuming sleep {sleep_id}: {night.stage}, step {night.step}")
         else:
-            sleep_id = self.log.start()
-            report = SleepReport(sleep_id)
+            report = SleepReport(0)
             with self.stage(report, "N1 transition"):
-                store.seal_epoch()
-                epochs = store.sealed_epochs()
-                self.log.advance(sleep_id, state.LEARNING, epochs=epochs)
+                sleep_id, epochs = begin_night(self.log, store)
+            report.sleep_id = sleep_id
+            night = NightState(*self.basis())
         turns = store.unconsolidated(epochs)
         report.epochs, report.turns = epochs, len(turns)
         if not turns:
             report.outcome = NOTHING_TO_DO
             return self._finish_without_commit(report)
-        night = Night(
-            self,
-            report,
-            turns,
-            deadline=started + budget * 60 * TRAINING_SHARE,
-            resumed=resumed[1] if resumed else None,
-        )
+        learning = _Learning(self, report, night, deadline)
         try:
-            expert_dir, held_out = night.learn()
+            kept = learning.learn(turns)
         except SleepInterrupted as stop:
             report.outcome, report.reason = INTERRUPTED, str(stop)
-            report.resumable = night.checkpointed
+            report.resumable = learning.checkpointed
             return self._finish_without_commit(
-                report, state.PAUSED if night.checkpointed else state.DONE
+                report, state.PAUSED if learning.checkpointed else state.DONE
             )
         self.checkpoints.discard(sleep_id)
-        if expert_dir is None:
-            report.outcome = KEPT
+        if report.outcome == KEPT:
             return self._finish_without_commit(report)
-        crash_point("files-written")
-        self.log.advance(
-            sleep_id,
-            state.VERIFIED,
-            report=store.seal(f"sleep-report:{sleep_id}", report.to_json()),
-            probes=store.seal(f"sleep-probes:{sleep_id}", json.dumps(held_out).encode()),
-        )
-        crash_point("verified")
+        sealed_report = store.seal(f"sleep-report:{sleep_id}", report.to_json())
+        if report.outcome == NOTHING_NEW:
+            self.log.advance(sleep_id, state.SHREDDING, report=sealed_report)
+        else:
+            crash_point("files-written")
+            self.log.advance(
+                sleep_id,
+                state.VERIFIED,
+                report=sealed_report,
+                probes=wake.seal_probes(self.runtime, f"sleep-probes:{sleep_id}", kept),
+            )
+            crash_point("verified")
         return self._wake(sleep_id)
 
-    # -- stages ------------------------------------------------------------------
     @contextmanager
     def stage(self, report: SleepReport, name: str) -> Iterator[None]:
         self.progress(name)
@@ -189,53 +190,10 @@ class SleepRunner:
         return report
 
     def _wake(self, sleep_id: int) -> SleepReport:
-        """Commit the verified expert (if not yet), shred the consolidated epochs, report."""
-        store = self.runtime.memory
-        row = self.log.get(sleep_id)
-        report = SleepReport.from_json(store.unseal(f"sleep-report:{sleep_id}", row.report))
-        with self.stage(report, "wake-up"):
-            if row.stage == state.VERIFIED:
-                self._commit(row, report)
-            self.log.advance(sleep_id, state.SHREDDING)
-            for epoch_id in row.epochs:
-                store.delete_epoch(epoch_id)
-                crash_point("shredding")
-        report.outcome = CONSOLIDATED
-        self.log.advance(
-            sleep_id,
-            state.DONE,
-            outcome=CONSOLIDATED,
-            report=store.seal(f"sleep-report:{sleep_id}", report.to_json()),
-            probes=None,
-        )
+        began = time.monotonic()
+        report = wake.wake(self.runtime, self.log, sleep_id, self.expert_dir_of(sleep_id))
+        report.stage_seconds["wake-up"] = round(time.monotonic() - began, 3)
         return report
-
-    def _commit(self, row: state.SleepRow, report: SleepReport) -> None:
-        """The expert's registry row, its probe set and the stage change: one transaction."""
-        store, database = self.runtime.memory, self.runtime.database
-        model = self.runtime.require_model()
-        held_out = store.unseal(f"sleep-probes:{row.id}", row.probes)
-        expert_dir = self.expert_dir_of(row.id)
-        rank = json.loads((expert_dir / PEFT_DIR / "adapter_config.json").read_text())["r"]
-        with database.transaction():
-            expert_id = self.runtime.experts.add(
-                model.name,
-                expert_dir,
-                rank,
-                sleep_id=row.id,
-                created_at=state.now(),
-            )
-            database.execute(
-                "INSERT INTO expert_probes (expert_id, sealed) VALUES (?, ?)",
-                [expert_id, store.seal(f"expert-probes:{expert_id}", held_out)],
-            )
-            report.expert_id = expert_id
-            self.log.advance(
-                row.id,
-                state.COMMITTED,
-                expert_id=expert_id,
-                report=store.seal(f"sleep-report:{row.id}", report.to_json()),
-            )
 
     # -- crash recovery ----------------------------------------------------------------
     def expert_dir_of(self, sleep_id: int) -> Path:
@@ -266,13 +224,13 @@ class SleepRunner:
 
     def _resumable(self, row: state.SleepRow) -> tuple[state.SleepRow, NightState] | None:
         """The night's checkpoint, if it has a whole one made on today's model and experts."""
-        night_state = self.checkpoints.load(row.id)
-        if night_state is None or night_state.basis() != self.basis():
-            why = "no checkpoint" if night_state is None else "the model or its experts changed"
+        night = self.checkpoints.load(row.id)
+        if night is None or night.basis() != self.basis():
+            why = "no checkpoint" if night is None else "the model or its experts changed"
             self.progress(f"sleep {row.id} cannot resume ({why}); starting over")
             self._abandon(row.id)
             return None
-        return row, night_state
+        return row, night
 
     def basis(self) -> tuple[str, list[int], int]:
         """What tonight builds on: the model, the experts learned before, the seed."""
@@ -294,246 +252,181 @@ class SleepRunner:
                     entry.unlink()
 
 
-class Night:
-    """N2 + N3 + verification for one sleep: everything here lives in RAM until ``learn``
-    writes the verified expert's files."""
+class _Learning:
+    """N2, N3 and verification for one night, in RAM until the verified expert is written.
+    Holds what those stages share: the teacher, the backend, the night's state."""
 
     def __init__(
-        self,
-        runner: SleepRunner,
-        report: SleepReport,
-        turns: list,
-        deadline: float,
-        resumed: NightState | None = None,
+        self, runner: SleepRunner, report: SleepReport, night: NightState, deadline: float
     ) -> None:
         self.runner = runner
         self.runtime = runner.runtime
+        self.config = runner.runtime.config
         self.report = report
-        self.turns = turns
+        self.night = night
         self.deadline = deadline
-        self.night = resumed  # the night so far; a fresh one is made in ``learn``
-        self.config = self.runtime.config
         self.checkpointed = False
         self.saved_at = time.monotonic()
+        self.backend = None
 
-    def learn(self) -> tuple[Path | None, list[list[str]]]:
-        """(the verified expert's directory, its held-out [question, answer] pairs) or
-        (None, []) with the reason in the report. Raises SleepInterrupted after saving
-        a checkpoint when the night's conditions end."""
-        stage, report, options = self.runner.stage, self.report, self.runner.options
+    def learn(self, turns: list) -> list[Probe]:
+        """Fills the report; returns the probes the verified expert keeps (its files are then
+        at their final path), or [] with the report's outcome saying why there is none.
+        Raises SleepInterrupted after saving a checkpoint when the night's conditions end."""
+        from assistant.engine import ChatEngine
+        from assistant.models.hf_weights import read_config
+
+        stage, report, night, config = self.runner.stage, self.report, self.night, self.config
         model = self.runtime.require_model()
         learned = self.runtime.experts.active(model.name)
-        night = self.night = self.night or NightState(*self.runner.basis())
-        self.settings = distill.DistillSettings(
-            self.config.sleep_max_answer_tokens, seed=options.seed
-        )
         with stage(report, "N2 light"):
             _check_integrity(self.runtime, learned)
-            chunks = self._chunks(model.gguf_path)
-        with stage(report, "N3 load"):
-            hf_dir = self.runtime.training_dir(model)
-            backend = self.backend = _load_backend(hf_dir, learned, options, self.config.sleep_rank)
-            if night.backend:
-                backend.restore_training_state(night.backend)
+            engine = ChatEngine(
+                model.gguf_path, self.runtime.expert_specs(), config.n_ctx, n_threads=config.threads
+            )
+            teacher = Teacher(engine, config.sleep_max_answer_tokens)
+            room = engine.n_ctx - QUESTION_ROOM_TOKENS - config.sleep_max_answer_tokens
+            notes = triage.notes_that_fit(
+                triage.day_notes(turns), lambda note: len(teacher.prompt([note], "")) <= room
+            )
+            earlier = wake.earlier_probes(self.runtime, learned)
+        if not notes:
+            engine.close()
+            report.outcome = NOTHING_NEW
+            return []
+        scratch = self.runner.staging_dir_of(report.sleep_id)
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(mode=0o700)
+        try:
+            with stage(report, "N3 load"):
+                hf_dir = self.runtime.training_dir(model)
+                self.backend = _load_backend(
+                    hf_dir, learned, self.runner.options, config.sleep_rank
+                )
+                report.backend = f"{self.backend.name}/{self.backend.device}"
+                if night.backend:
+                    self.backend.restore_training_state(night.backend)
+            seeding = KnowledgeSeeding(
+                teacher,
+                self.backend,
+                night,
+                self._settings(),
+                Hooks(self.runner.progress, self._check_stop, self._checkpoint_if_due),
+                read_config(hf_dir),
+                scratch,
+            )
+            return self._seed_and_verify(seeding, notes, earlier, scratch)
+        finally:
+            engine.close()
+            shutil.rmtree(scratch, ignore_errors=True)  # gone already if the expert was saved
+
+    def _seed_and_verify(
+        self, seeding: KnowledgeSeeding, notes: list[str], earlier: list[Probe], scratch: Path
+    ) -> list[Probe]:
+        stage, report, night = self.runner.stage, self.report, self.night
         try:
             if night.stage == PROBES:
                 with stage(report, "N3 probes"):
-                    self._knowledge(backend, chunks)
-                    report.notes = sum(map(len, chunks))
-                    report.lessons, report.held_out = len(night.lessons), len(night.held_out)
-                    night.anchors = self._anchor_lessons(backend, learned, chunks)
-                    # KL to a top-k target is not zero even untrained (the mass outside the
-                    # top k): verification bounds how much training adds to it.
-                    night.anchor_baseline = (
-                        backend.divergence(night.anchors) if night.anchors else 0.0
+                    seeding.write_probes(notes, earlier)
+                if not night.asked:
+                    report.outcome = NOTHING_NEW
+                    return []
+                if not night.probes and not night.held_out:
+                    report.outcome = KEPT
+                    report.reason = (
+                        "the model could answer no question about your messages from them,"
+                        " so there is nothing it could learn and check."
                     )
-                    night.stage = TRAINING
+                    return []
+                with stage(report, "N3 anchors"):
+                    seeding.negatives_and_anchors(notes, earlier)
+            report.notes, report.changed = len(notes), len(night.changed)
+            report.probes, report.held_out = len(night.probes), len(night.held_out)
+            report.negatives = len(night.negative_lessons) + len(night.held_out_negatives)
+            report.anchors = len(night.anchors)
             with stage(report, "N3 training"):
-                loss = distill.train(
-                    backend,
-                    night.lessons,
-                    night.anchors,
-                    steps=self.config.sleep_steps,
-                    learning_rate=self.config.sleep_learning_rate,
-                    batch_size=BATCH_SIZE,
-                    deadline=self.deadline,
-                    seed=options.seed,
-                    start_step=night.step,
-                    on_step=self._on_step,
-                )
+                steps, loss = seeding.train(self.deadline, self._on_step)
         except SleepInterrupted:
             self._save_checkpoint()
             raise
-        report.train_steps, report.train_tokens = night.step, night.train_tokens
+        report.train_steps, report.train_tokens = steps, night.train_tokens
         report.final_loss = None if loss is None else round(loss, 5)
         with stage(report, "verify"):
-            checked, verdict = self._verify(
-                backend, night.held_out, night.anchors, night.anchor_baseline, learned
-            )
+            checks = seeding.verify(earlier)
+        report.recall = _rounded(checks.recall)
+        report.leak = _rounded(checks.leak)
+        report.retention = _rounded(checks.retention)
+        report.anchor_divergence = round(checks.anchor_divergence, 5)
+        verdict = verify.judge(checks, self._thresholds())
         if not verdict.passed:
-            report.reason = verdict.reason
-            return None, []
+            report.outcome, report.reason = KEPT, verdict.reason
+            return []
         with stage(report, "save"):
-            expert_dir = self._save(backend, hf_dir)
-        report.learned = [question for question, _ in checked][:10]
-        return expert_dir, [list(pair) for pair in checked]
+            export_expert(self.backend, seeding.hf_config, scratch)
+            os.replace(scratch, self.runner.expert_dir_of(report.sleep_id))
+        report.outcome = CONSOLIDATED
+        report.learned = [p.question for p in checks.passed_probes][:10]
+        return checks.passed_probes
 
-    def _chunks(self, gguf_path: Path) -> list[list[str]]:
-        """N2: the day's notes, deduplicated, in chunks that fit the teacher's context."""
-        from assistant.engine import ChatEngine
+    def _settings(self) -> SeedingSettings:
+        config = self.config
+        return SeedingSettings(
+            top_k=TOP_K,
+            anchors=config.sleep_anchors,
+            negatives=config.sleep_negatives,
+            max_steps=config.sleep_steps,
+            learning_rate=config.sleep_learning_rate,
+            evaluate_every=config.sleep_evaluate_every,
+            samples_per_evaluation=SAMPLES_PER_EVALUATION,
+            stop_recall=config.sleep_stop_recall,
+            max_anchor_divergence=config.sleep_max_anchor_divergence,
+            seed=self.runner.options.seed,
+        )
 
-        self.engine = ChatEngine(gguf_path, n_ctx=self.config.n_ctx, n_threads=self.config.threads)
-        room = self.engine.n_ctx - QUESTION_ROOM_TOKENS - self.settings.max_answer_tokens
-        notes = probes.day_notes(self.turns)
-        return probes.chunk_notes(notes, lambda chunk: len(self._prompt(chunk, "")) <= room)
-
-    def _knowledge(self, backend, chunks: list[list[str]]) -> None:
-        """N3 probes, chunk by chunk (where a resumed night goes on): lessons to train on,
-        and (chunk, question) pairs held out to verify."""
-        night = self.night
-        for i, chunk in enumerate(chunks[night.chunks_done :], night.chunks_done):
-            questions = [self._questions_about(backend, note) for note in chunk]
-            crash_point("probes")
-            chunk_probes = probes.split_probes(chunk, questions, self.runner.options.seed + i)
-            examples = [self._example(chunk, q) for q in chunk_probes.train]
-            night.lessons += distill.knowledge_lessons(
-                backend, examples, self.engine.end_of_turn, self.settings
-            )
-            night.held_out += [(chunk, q) for q in chunk_probes.held_out]
-            night.chunks_done = i + 1
-            self._save_checkpoint_if_due()
+    def _thresholds(self) -> verify.Thresholds:
+        config = self.config
+        return verify.Thresholds(
+            config.sleep_min_recall,
+            config.sleep_min_retention,
+            config.sleep_max_leak,
+            config.sleep_max_anchor_divergence,
+        )
 
     def _check_stop(self) -> None:
         reason = self.runner.options.should_stop()
         if reason:
             raise SleepInterrupted(reason)
-
-    def _questions_about(self, backend, note: str) -> list[str]:
-        """Questions the model itself writes about one note (SEAL-style self-generated probes)."""
-        self._check_stop()
-        request = self._messages_tokens(probes.questions_request(note))
-        listing = backend.generate(request, self.settings.max_answer_tokens)
-        return probes.parse_questions(self.engine.detokenize(listing))
-
-    # -- prompts ------------------------------------------------------------------
-    def _messages_tokens(self, messages: list[dict[str, str]]) -> list[int]:
-        return self.engine.tokenize(self.engine.render(messages))
-
-    def _prompt(self, notes: list[str], question: str) -> list[int]:
-        """The chat layout: with notes, the reply is begun for the model as chat begins it."""
-        prompt = chat_prompt(notes, [], question)
-        return self.engine.tokenize(self.engine.render(prompt.messages) + prompt.reply_prefix)
-
-    def _example(self, notes: list[str], question: str) -> distill.Example:
-        return distill.Example(self._prompt(notes, question), self._prompt([], question))
-
-    def _answer(self, backend, prompt: list[int], *, student: bool) -> str:
-        tokens = backend.generate(prompt, self.settings.max_answer_tokens, student=student)
-        return self.engine.detokenize(tokens).strip()
+        if time.monotonic() >= self.deadline:
+            raise SleepInterrupted("its time budget ran out")
 
     def _on_step(self, step: int, loss: float, tokens: int) -> None:
         self.night.step = step
         self.night.train_tokens += tokens
-        self._save_checkpoint_if_due()
+        self._checkpoint_if_due()
         crash_point("training")
-        steps = self.config.sleep_steps
-        if step % 10 == 0 or step == steps:
-            self.runner.progress(f"N3 training: step {step}/{steps}, loss {loss:.4f}")
-        self._check_stop()
+        if step % 10 == 0:
+            self.runner.progress(f"N3 training: step {step}, loss {loss:.4f}")
+        reason = self.runner.options.should_stop()
+        if reason:
+            raise SleepInterrupted(reason)
 
     def _save_checkpoint(self) -> None:
         night = self.night
-        night.backend, night.report = self.backend.training_state(), self.report.to_json()
+        if self.backend is not None:
+            night.backend = self.backend.training_state()
+        night.report = self.report.to_json()
         self.runner.checkpoints.save(self.report.sleep_id, night)
         self.checkpointed, self.saved_at = True, time.monotonic()
 
-    def _save_checkpoint_if_due(self) -> None:
+    def _checkpoint_if_due(self) -> None:
         """Every ``sleep_checkpoint_minutes``, so a night killed outright (out of memory, a
         crash) loses at most that much work."""
         if time.monotonic() - self.saved_at >= self.config.sleep_checkpoint_minutes * 60:
             self._save_checkpoint()
 
-    # -- anchors and verification ---------------------------------------------------------
-    def _earlier_probes(self, learned) -> list[list[str]]:
-        """[question, answer] pairs kept sealed for each earlier expert."""
-        store, pairs = self.runtime.memory, []
-        for expert in learned:
-            row = self.runtime.database.execute(
-                "SELECT sealed FROM expert_probes WHERE expert_id = ?", [expert.id]
-            ).fetchone()
-            if row:
-                pairs += json.loads(store.unseal(f"expert-probes:{expert.id}", row[0]))
-        return pairs
 
-    def _anchor_lessons(self, backend, learned, chunks: list[list[str]]) -> list:
-        """Prompts the day says nothing about, the model before tonight as their target.
-
-        A candidate (small talk, a stock personal question, an earlier night's question)
-        for which chat would retrieve one of today's notes is about today, so it is not
-        an anchor; for the others chat shows no note, and their answers must not move.
-        """
-        today = MemoryIndex(note for chunk in chunks for note in chunk)
-        questions = [*distill.ANCHOR_PROMPTS, *(q for q, _ in self._earlier_probes(learned))]
-        examples, answers = [], []
-        for question in dict.fromkeys(questions):
-            if today.select(question, NOTES_PER_MESSAGE):
-                continue
-            example = self._example([], question)
-            examples.append(example)
-            answers.append(
-                backend.generate(example.student_prompt, self.settings.max_answer_tokens)
-            )
-        return distill.lessons_for(
-            backend,
-            examples,
-            answers,
-            self.engine.end_of_turn,
-            self.settings.top_k,
-            teacher_sees_notes=False,
-        )
-
-    def _verify(self, backend, held_out, anchors, anchor_baseline: float, learned):
-        """Closed-book answers to held-out questions must match the teacher's in-context ones."""
-        checked = []
-        for notes, question in held_out:
-            taught = self._answer(backend, self._prompt(notes, question), student=False)
-            before = self._answer(backend, self._prompt([], question), student=False)
-            if taught != before:  # only questions the notes change say anything about learning
-                checked.append((question, taught))
-        answers = [self._answer(backend, self._prompt([], q), student=True) for q, _ in checked]
-        recall = agreement(answers, [a for _, a in checked])
-        self.report.checked = len(checked)
-        earlier = self._earlier_probes(learned)
-        retention = agreement(
-            [self._answer(backend, self._prompt([], q), student=True) for q, _ in earlier],
-            [a for _, a in earlier],
-        )
-        divergence = backend.divergence(anchors) - anchor_baseline if anchors else 0.0
-        report = self.report
-        report.recall = None if recall is None else round(recall, 4)
-        report.retention = None if retention is None else round(retention, 4)
-        report.anchor_divergence = round(divergence, 5)
-        thresholds = Thresholds(
-            self.config.sleep_min_recall,
-            self.config.sleep_min_retention,
-            self.config.sleep_max_anchor_divergence,
-        )
-        return checked, judge(recall, retention, divergence, thresholds)
-
-    def _save(self, backend, hf_dir: Path) -> Path:
-        """PEFT + GGUF into a staging directory, then renamed into place in one step."""
-        from assistant.models.hf_weights import read_config
-        from assistant.models.lora_gguf import write_gguf_lora
-
-        runner, sleep_id = self.runner, self.report.sleep_id
-        staging = runner.staging_dir_of(sleep_id)
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(mode=0o700)
-        backend.save_expert(staging / PEFT_DIR)
-        write_gguf_lora(staging / PEFT_DIR, read_config(hf_dir), staging / GGUF_FILE)
-        final = runner.expert_dir_of(sleep_id)
-        os.replace(staging, final)
-        return final
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def _check_integrity(runtime: Runtime, learned) -> None:

@@ -5,16 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from assistant.backends.protocol import LearnedExpert, Lesson, NewExpert, Probe
+from assistant.backends.protocol import Continuation, LearnedExpert, Lesson, NewExpert
 from assistant.backends.torch_backend import TorchBackend, pick_device
 from assistant.errors import ModelError
 from tests.tiny_models import TOLERANCE, build_lora, hf_logits, hf_tokens, relative_error
 
 PREFIX = [5, 17, 42, 8, 99, 23, 61]
-PROBES = [Probe([3, 14], [15, 92, 65]), Probe([], [35, 89]), Probe([79, 32, 38, 46], [26])]
+CONTINUATIONS = [
+    Continuation([3, 14], [15, 92, 65]),
+    Continuation([], [35, 89]),
+    Continuation([79, 32, 38, 46], [26]),
+]
 
 
-def _full_sequence_topk(backend: TorchBackend, probe: Probe, k: int):
+def _full_sequence_topk(backend: TorchBackend, probe: Continuation, k: int):
     """Reference without any cache: the whole sequence in one forward pass."""
     import torch
 
@@ -39,8 +43,8 @@ def test_a_new_expert_starts_as_a_no_op_and_the_views_share_the_base(tiny_llama)
 @pytest.mark.parametrize("family", ["tiny_llama", "tiny_qwen2"])
 def test_teacher_targets_with_a_cached_prefix_equal_a_full_forward_pass(request, family):
     backend = TorchBackend(request.getfixturevalue(family), device="cpu")
-    targets = backend.teacher_topk(PREFIX, PROBES, k=8)
-    for probe, target in zip(PROBES, targets, strict=True):
+    targets = backend.teacher_topk(PREFIX, CONTINUATIONS, k=8)
+    for probe, target in zip(CONTINUATIONS, targets, strict=True):
         reference = _full_sequence_topk(backend, probe, 8)
         assert target.token_ids.shape == (len(probe.answer), 8)
         np.testing.assert_array_equal(target.token_ids, reference.indices.numpy())
@@ -61,10 +65,10 @@ def test_training_moves_only_the_new_expert_towards_the_teacher(tmp_path, tiny_l
     }
     assert frozen and all(".tonight." not in name for name in frozen)
     # The teacher sees the prefix (the "memories"); the student must answer without it.
-    targets = backend.teacher_topk(PREFIX, PROBES, k=16)
+    targets = backend.teacher_topk(PREFIX, CONTINUATIONS, k=16)
     lessons = [
         Lesson([1, *probe.prompt], probe.answer, target)
-        for probe, target in zip(PROBES, targets, strict=True)
+        for probe, target in zip(CONTINUATIONS, targets, strict=True)
     ]
     losses = [backend.train_step(lessons, learning_rate=3e-2) for _ in range(30)]
     assert losses[-1] < 0.2 * losses[0]
@@ -72,10 +76,10 @@ def test_training_moves_only_the_new_expert_towards_the_teacher(tmp_path, tiny_l
         if name in frozen:
             assert torch.equal(param, frozen[name]), name
     # The teacher view is untouched by training; the student's answers now follow the teacher.
-    assert backend.teacher_topk(PREFIX, PROBES[:1], k=16)[0].token_ids.tolist() == (
+    assert backend.teacher_topk(PREFIX, CONTINUATIONS[:1], k=16)[0].token_ids.tolist() == (
         targets[0].token_ids.tolist()
     )
-    student_best = backend.last_logits([1, *PROBES[0].prompt], student=True).argmax()
+    student_best = backend.last_logits([1, *CONTINUATIONS[0].prompt], student=True).argmax()
     assert student_best == targets[0].token_ids[0, 0]
 
 
@@ -86,8 +90,10 @@ def test_the_saved_expert_gives_the_same_logits_in_llama_cpp(tmp_path, tiny_llam
     from assistant.models.lora_gguf import write_gguf_lora
 
     backend = TorchBackend(tiny_llama, new_expert=NewExpert(rank=4, alpha=8, seed=2), device="cpu")
-    targets = backend.teacher_topk(PREFIX, PROBES, k=16)
-    lessons = [Lesson([1, *p.prompt], p.answer, t) for p, t in zip(PROBES, targets, strict=True)]
+    targets = backend.teacher_topk(PREFIX, CONTINUATIONS, k=16)
+    lessons = [
+        Lesson([1, *p.prompt], p.answer, t) for p, t in zip(CONTINUATIONS, targets, strict=True)
+    ]
     for _ in range(5):
         backend.train_step(lessons, learning_rate=3e-2)
     peft_dir = backend.save_expert(tmp_path / "expert")
@@ -134,3 +140,32 @@ def test_a_device_that_is_not_there_is_a_clear_error():
             pick_device("cuda")
     with pytest.raises(ModelError, match="Unknown device"):
         pick_device("tpu")
+
+
+def test_the_shared_start_of_a_batch_runs_once_and_changes_nothing(tiny_llama):
+    """A batch's common prompt start is computed once: every lesson's KL (and gradient) is
+    what it is alone, and a padded batch agrees with an unpadded one."""
+    import torch
+
+    backend = TorchBackend(tiny_llama, new_expert=NewExpert(rank=4, alpha=8, seed=2), device="cpu")
+    targets = backend.teacher_topk(PREFIX, CONTINUATIONS, k=16)
+    shared_start = [1, 7, 7, 9]  # like a system turn
+    lessons = [
+        Lesson([*shared_start, *c.prompt, 11], c.answer, t)
+        for c, t in zip(CONTINUATIONS, targets, strict=True)
+    ]
+    backend.train_step(lessons, learning_rate=3e-2)  # a non-zero expert
+    alone = [backend._kl_sum([lesson]).item() for lesson in lessons]
+    together = backend._kl_sum(lessons).item()
+    assert abs(together - sum(alone)) < 1e-4 * max(1.0, abs(together))
+
+    def gradients(batch):
+        backend.model.zero_grad(set_to_none=True)
+        backend._kl_sum(batch).backward()
+        return {n: p.grad.clone() for n, p in backend._new_params.items()}
+
+    separately = [gradients([lesson]) for lesson in lessons]
+    jointly = gradients(lessons)
+    for name, grad in jointly.items():
+        expected = sum(g[name] for g in separately)
+        assert torch.allclose(grad, expected, atol=1e-5, rtol=1e-4), name

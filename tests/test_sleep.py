@@ -1,15 +1,15 @@
 """`assistant sleep`: probes and checks, the commit-then-shred order, crash safety, the lock.
 
-The runner is driven on the tiny random Llama. Its answers are noise, so the
-tests that need a commit lower the verification thresholds in the config file:
-they check the machinery (what is kept, committed, shredded, left behind), not
-what the model learns, which the recall benchmark judges on the starter model.
+The pieces are checked on hand-made text; the runner on short nights of the
+starter model (and of the tiny random Llama where a model that cannot read is
+the point). Whether a night really teaches is tests/test_sleep_quality.py's.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import sqlite3
 import subprocess
 import sys
@@ -20,20 +20,21 @@ import pytest
 from click.testing import CliRunner
 
 from assistant.cli import cli
+from assistant.sleep import lessons, triage
 from assistant.sleep.probes import (
-    GENERIC_PROBES,
-    chunk_notes,
-    day_notes,
+    ABSTAIN,
+    Probe,
+    hold_out,
+    negative_questions,
     parse_questions,
-    split_probes,
+    related,
+    reverse_questions,
+    value_words,
 )
-from assistant.sleep.verify import Thresholds, agreement, answers_agree, judge
+from assistant.sleep.verify import Checks, Thresholds, check, judge
 from assistant.store.memory import Turn
 
 CANARIES = ("My goldfish is called Zorblax-4417.", "I live in Quixotic Harbour 9921.")
-# Small enough to run in seconds on the tiny model; thresholds that always pass.
-FAST = {"sleep_steps": 4, "sleep_max_answer_tokens": 8}
-ALWAYS_PASS = {**FAST, "sleep_min_recall": 0.0, "sleep_max_anchor_divergence": 1e9}
 
 
 def _turn(i: int, role: str, text: str) -> Turn:
@@ -47,48 +48,107 @@ def test_day_notes_keep_the_latest_position_of_a_repeat() -> None:
         _turn(3, "user", "I moved to Lima."),
         _turn(4, "user", " I live in Oslo. "),
     ]
-    assert day_notes(turns) == ["I moved to Lima.", "I live in Oslo."]
+    assert triage.day_notes(turns) == ["I moved to Lima.", "I live in Oslo."]
 
 
-def test_chunks_stay_in_order_and_fit() -> None:
-    notes = ["a" * 5, "b" * 5, "c" * 5, "d" * 50]
-    chunks = chunk_notes(notes, lambda chunk: sum(map(len, chunk)) <= 10)
-    assert chunks == [["aaaaa", "bbbbb"], ["ccccc"]]  # the note too long for any context stays out
+def test_a_note_too_long_for_the_teacher_is_split_never_dropped() -> None:
+    def fits(text: str) -> bool:
+        return len(text) <= 12
+
+    long_sentence = "alpha beta gamma delta epsilon"
+    notes = ["short one", "One two. Three four five. Six.", long_sentence, "x" * 30]
+    pieces = triage.notes_that_fit(notes, fits)
+    assert all(fits(piece) for piece in pieces)
+    assert pieces[0] == "short one"
+    # Every word said is in some piece, in order; an unbroken run is cut where it must be.
+    words = [piece for piece in pieces if not piece.startswith("x")]
+    assert " ".join(words).split() == " ".join(notes[:3]).split()
+    assert "".join(piece for piece in pieces if piece.startswith("x")) == notes[3]
 
 
-def test_parse_questions_from_a_model_list() -> None:
-    text = "1. What is my pet called?\n- Where do I live?\nnot a question\n2) Where do I live?\n?"
-    assert parse_questions(text) == ["What is my pet called?", "Where do I live?"]
+def test_questions_kept_are_about_the_note_and_in_the_users_voice() -> None:
+    note = "Let me tell you that my sister's name is Ramona."
+    written = (
+        "1. What is your sister's name?\n- What's the name of the plumber's wife?\n"
+        "not a question\nWho is Ramona?\nWhat is your sister's name?"
+    )
+    assert parse_questions(written, note) == ["What is my sister's name?", "Who is Ramona?"]
+    assert reverse_questions("My all-time favourite novel is The Golden Mirror, says Ada.") == [
+        "What is The Golden Mirror?",
+        "Who is Ada?",
+    ]
 
 
-def test_split_probes_holds_out_questions_deterministically() -> None:
-    questions = [[f"Question {i}?" for i in range(8)]]
-    first = split_probes(["note"], questions, seed=3)
-    assert first == split_probes(["note"], questions, seed=3)
-    assert len(first.held_out) == 2
-    assert not set(first.held_out) & set(first.train)
-    assert {"note", *GENERIC_PROBES} <= set(first.train)
-    # With no model-written question, the last generic probe is held out instead.
-    fallback = split_probes(["note"], [[]], seed=3)
-    assert fallback.held_out == [GENERIC_PROBES[-1]]
-    assert GENERIC_PROBES[-1] not in fallback.train
+def test_the_value_is_what_the_answer_takes_from_the_note() -> None:
+    note = "Correction, my yoga class is now on Wednesday at 3:30 pm."
+    assert value_words(
+        "Your yoga class is on Wednesday at 3:30 pm.", note, "When is my yoga class?"
+    ) == ("wednesday", "3", "30", "pm")
+    # An answer naming nothing from the note (or only what the question says) has no value.
+    assert value_words("I'm sorry, I can't know that.", note, "When is my yoga class?") == ()
+    assert value_words("Your yoga class.", note, "When is my yoga class?") == ()
 
 
-def test_answers_agree_on_the_value_not_the_punctuation() -> None:
-    assert answers_agree("Your goldfish is called Muffin!", "your goldfish is called muffin.")
-    assert not answers_agree("Your goldfish is called Biscuit.", "Your goldfish is called Muffin.")
-    assert not answers_agree("", "Your goldfish is called Muffin.")
-    assert agreement([], []) is None
-    assert agreement(["a b", "c"], ["a b", "d"]) == 0.5
+def test_negatives_are_about_nothing_the_user_said() -> None:
+    notes = ["My sister is called Ramona.", "I drive a green Kia."]
+    negatives = negative_questions(notes, 200, random.Random(1))
+    assert len(negatives) > 40
+    assert not any(related(q, n) for q in negatives for n in notes)
+    assert "What is my brother's name?" in negatives
+    assert "What is my sister's name?" not in negatives and "What car do I drive?" not in negatives
+    assert negatives == negative_questions(notes, 200, random.Random(1))
+
+
+def test_one_probe_per_note_is_held_out() -> None:
+    found = [Probe(f"Q{i}?", note, "A", ("a",)) for note in "xyz" for i in range(3)]
+    found.append(Probe("Only?", "w", "A", ("a",)))
+    train, held_out = hold_out(found, random.Random(0))
+    assert sorted(p.note for p in held_out) == ["x", "y", "z"]  # "w" has one probe: trained
+    assert len(train) == 7 and not set(train) & set(held_out)
+
+
+def test_verification_judges_the_value_not_the_wording() -> None:
+    held_out = [
+        Probe("What is my sister's name?", "n", "Your sister is Ramona.", ("ramona",)),
+        Probe("When is my yoga class?", "n", "Wednesday at 3 pm", ("wednesday", "3", "pm")),
+    ]
+    replies = {
+        "What is my sister's name?": "Ramona!",
+        "When is my yoga class?": "It's on Wednesday.",  # the time is missing: wrong
+        "What is my brother's name?": "Your brother is Ramona.",  # a leak
+        "What is my dog called?": ABSTAIN,
+    }
+    checks = check(
+        replies.__getitem__,
+        held_out,
+        ["What is my brother's name?", "What is my dog called?"],
+        earlier=[],
+        values={"ramona", "wednesday", "3", "pm"},
+        anchor_divergence=0.01,
+    )
+    assert (checks.recall, checks.leak, checks.retention) == (0.5, 0.5, None)
+    assert checks.passed_probes == held_out[:1]
+
+
+def _checks(recall, leak=0.0, retention=None, divergence=0.0) -> Checks:
+    return Checks(recall, leak, retention, divergence, [])
 
 
 def test_judge_names_the_first_failed_check() -> None:
-    limits = Thresholds(min_recall=0.8, min_retention=0.8, max_anchor_divergence=0.1)
-    assert judge(0.9, 0.9, 0.05, limits).passed
-    assert "recall 50%" in judge(0.5, 0.9, 0.05, limits).reason
-    assert "older memories" in judge(0.9, 0.5, 0.05, limits).reason
-    assert "divergence" in judge(0.9, None, 0.5, limits).reason
-    assert "nothing verifiable" in judge(None, None, 0.0, limits).reason
+    limits = Thresholds(min_recall=0.8, min_retention=0.9, max_leak=0.1, max_anchor_divergence=0.1)
+    assert judge(_checks(0.9, retention=0.95, divergence=0.05), limits).passed
+    assert "recall 50%" in judge(_checks(0.5), limits).reason
+    assert "never told" in judge(_checks(0.9, leak=0.5), limits).reason
+    assert "older memories" in judge(_checks(0.9, retention=0.5), limits).reason
+    assert "divergence" in judge(_checks(0.9, divergence=0.5), limits).reason
+    assert "nothing verifiable" in judge(_checks(None), limits).reason
+
+
+def test_a_hard_lesson_puts_all_the_probability_on_its_answer() -> None:
+    lesson = lessons.hard_lesson([1, 2], [7, 8, 9], top_k=4)
+    assert lesson.targets.token_ids[:, 0].tolist() == [7, 8, 9]
+    probabilities = np.exp(lesson.targets.logprobs).sum(axis=1)
+    assert np.allclose(probabilities, 1.0)
 
 
 # -- the runner on a real (tiny) model ---------------------------------------------------------
@@ -126,51 +186,95 @@ def _files_mentioning(root: Path, needles: tuple[str, ...]) -> list[str]:
     ]
 
 
+# -- the runner: machinery on a short night of the starter ---------------------------------------
+# These tests are about what is kept, committed, shredded and left behind, so their nights are
+# short and their gates open; the gates themselves are tested on real nights in
+# tests/test_sleep_quality.py.
+SHORT_NIGHT = {
+    "sleep_steps": 6,
+    "sleep_evaluate_every": 3,
+    "sleep_anchors": 4,
+    "sleep_negatives": 4,
+    "sleep_max_answer_tokens": 32,
+}
+GATES_OPEN = {
+    **SHORT_NIGHT,
+    "sleep_min_recall": 0.0,
+    "sleep_min_retention": 0.0,
+    "sleep_max_leak": 1.0,
+    "sleep_max_anchor_divergence": 1e9,
+}
+
+
 @pytest.mark.slow
-def test_sleep_commits_the_expert_then_shreds_the_logs(model_home: Path) -> None:
+def test_sleep_commits_the_expert_then_shreds_the_logs(home: Path) -> None:
     from assistant.backends.protocol import LearnedExpert
     from assistant.backends.torch_backend import TorchBackend
     from assistant.engine import ChatEngine, ExpertSpec
+    from tests.test_starter import STARTER_TOLERANCE
 
-    _configure(model_home, ALWAYS_PASS)
+    _configure(home, GATES_OPEN)
     _tell(*CANARIES)
     report = _sleep_cli()
-    assert report["outcome"] == "consolidated"
-    assert report["turns"] == 4 and report["expert_id"] == 1 and report["train_steps"] == 4
-    assert _count(model_home, "turns") == 0 and _count(model_home, "epochs") == 0
-    assert _files_mentioning(model_home, ("Zorblax", "Quixotic")) == []
+    assert report["outcome"] == "consolidated" and report["backend"] == "torch/cpu"
+    assert report["turns"] == 4 and report["expert_id"] == 1 and report["train_steps"] == 6
+    assert report["probes"] > 0 and report["held_out"] > 0 and report["anchors"] > 0
+    assert _count(home, "turns") == 0 and _count(home, "epochs") == 0
+    assert _files_mentioning(home, ("Zorblax", "Quixotic")) == []
 
-    with _db(model_home) as conn:
+    with _db(home) as conn:
         peft_dir, gguf_path = conn.execute("SELECT peft_dir, gguf_path FROM experts").fetchone()
-        hf_dir = conn.execute("SELECT hf_dir FROM models").fetchone()[0]
+        hf_dir, model_gguf = conn.execute("SELECT hf_dir, gguf_path FROM models").fetchone()
     assert (Path(peft_dir) / "adapter_model.safetensors").is_file()
-    tokens = [5, 17, 42, 9, 77, 3, 120]
+    tokens = [1, 504, 3458, 314, 2114, 30, 2]
     reference = TorchBackend(Path(hf_dir), [LearnedExpert(Path(peft_dir))]).last_logits(
         tokens, student=False
     )
-    engine = ChatEngine(Path(hf_dir).parent / "model.gguf", [ExpertSpec(Path(gguf_path))])
+    engine = ChatEngine(Path(model_gguf), [ExpertSpec(Path(gguf_path))])
     served = engine.last_logits(tokens)
     engine.close()
-    assert np.abs(served - reference).max() / np.abs(reference).max() < 1e-3
+    assert np.abs(served - reference).max() / np.abs(reference).max() < STARTER_TOLERANCE
 
     status = CliRunner().invoke(cli, ["sleep", "status", "--json"])
     assert json.loads(status.stdout)["last"]["outcome"] == "consolidated"
-    # The next night verifies against this expert's kept probes (retention).
+    # The next night checks this expert's kept probes (retention).
     _tell("My bike is red.")
     assert _sleep_cli()["retention"] is not None
 
 
 @pytest.mark.slow
-def test_a_verification_that_cannot_pass_keeps_every_turn(model_home: Path) -> None:
-    _configure(model_home, FAST)
+def test_a_day_of_small_talk_commits_nothing_and_shreds_its_logs(home: Path) -> None:
+    _tell("Hello!", "Thanks, that helps.", "What is the capital of France?")
+    report = _sleep_cli()
+    assert report["outcome"] == "nothing new" and report["expert_id"] is None
+    assert _count(home, "turns") == 0 and _count(home, "experts") == 0
+    status = CliRunner().invoke(cli, ["sleep", "status"])
+    assert "nothing that needed learning" in status.stdout
+
+
+@pytest.mark.slow
+def test_notes_the_model_cannot_answer_from_are_kept_for_another_night(
+    model_home: Path,
+) -> None:
+    # The tiny random model answers noise: no question about the notes gets an answer
+    # that names anything from them, so there is nothing to learn or check.
+    _configure(model_home, SHORT_NIGHT)
     _tell(*CANARIES)
-    report = _sleep_cli("--budget-minutes", "0")
+    report = _sleep_cli()
     assert report["outcome"] == "kept" and report["train_steps"] == 0
-    assert "recall" in report["reason"] or "verifiable" in report["reason"]
+    assert "no question about your messages" in report["reason"]
     assert _count(model_home, "turns") == 4 and _count(model_home, "experts") == 0
     assert list((model_home / "data" / "experts").iterdir()) == []
     status = CliRunner().invoke(cli, ["sleep", "status"])
     assert "kept your 4 messages" in status.stdout and "Messages waiting" in status.stdout
+
+
+def test_a_night_out_of_budget_pauses_and_keeps_every_turn(model_home: Path) -> None:
+    _configure(model_home, SHORT_NIGHT)
+    _tell(*CANARIES)
+    report = _sleep_cli("--budget-minutes", "0")
+    assert (report["outcome"], report["reason"]) == ("interrupted", "its time budget ran out")
+    assert _count(model_home, "turns") == 4 and _count(model_home, "experts") == 0
 
 
 def _sleep_process(home: Path, crash_at: str | None = None) -> subprocess.CompletedProcess:
@@ -199,32 +303,43 @@ def test_a_second_sleep_refuses_while_one_runs(model_home: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point", ["probes", "training", "files-written", "verified", "shredding"])
-def test_a_killed_sleep_resumes_without_loss_or_leftovers(model_home: Path, point: str) -> None:
+@pytest.mark.parametrize("point", ["probes", "verified", "shredding"])
+def test_a_killed_sleep_resumes_without_loss_or_leftovers(home: Path, point: str) -> None:
     from assistant.runtime import Runtime
 
-    _configure(model_home, ALWAYS_PASS)
+    _configure(home, GATES_OPEN)
     _tell(CANARIES[0])
     Runtime().memory.seal_epoch()  # two epochs, so a kill can land between their deletions
     _tell(CANARIES[1])
 
-    killed = _sleep_process(model_home, crash_at=point)
+    killed = _sleep_process(home, crash_at=point)
     assert killed.returncode == -9, killed.stderr
-    committed = _count(model_home, "experts")
+    committed = _count(home, "experts")
     assert committed == (1 if point == "shredding" else 0)
     if not committed:
-        assert _count(model_home, "turns") == 4  # nothing is deleted before the commit
+        assert _count(home, "turns") == 4  # nothing is deleted before the commit
     else:
-        assert _count(model_home, "turns") == 2  # killed between the two epochs' deletions
+        assert _count(home, "turns") == 2  # killed between the two epochs' deletions
 
-    finished = _sleep_process(model_home)
+    finished = _sleep_process(home)
     assert finished.returncode == 0, finished.stderr
     assert json.loads(finished.stdout)["outcome"] == "consolidated"
-    with _db(model_home) as conn:
+    with _db(home) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         experts = [Path(row[0]).parent.name for row in conn.execute("SELECT peft_dir FROM experts")]
         stages = {row[0] for row in conn.execute("SELECT stage FROM sleeps")}
     assert len(experts) == 1 and stages == {"done"}
-    assert _count(model_home, "turns") == 0 and _count(model_home, "epochs") == 0
-    assert sorted(p.name for p in (model_home / "data" / "experts").iterdir()) == experts
-    assert _files_mentioning(model_home, ("Zorblax", "Quixotic")) == []
+    assert _count(home, "turns") == 0 and _count(home, "epochs") == 0
+    assert sorted(p.name for p in (home / "data" / "experts").iterdir()) == experts
+    assert _files_mentioning(home, ("Zorblax", "Quixotic")) == []
+
+
+def test_kept_probes_never_keep_the_note(runtime) -> None:
+    from assistant.sleep.wake import _probe, seal_probes
+
+    told = Probe("Who is Ramona?", CANARIES[0], "Your sister.", ("sister",))
+    sealed = seal_probes(runtime, "expert-probes:1", [told])
+    (kept,) = json.loads(runtime.memory.unseal("expert-probes:1", sealed))
+    assert _probe(kept) == Probe("Who is Ramona?", "", "Your sister.", ("sister",))
+    # An expert from before values were kept: its value is what the answer adds.
+    assert _probe(["What is my dog called?", "Your dog is Rex."]).values == ("rex",)

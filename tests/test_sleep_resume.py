@@ -3,9 +3,9 @@
 The pieces (the sealed checkpoint, the step-addressed batch order, the
 backend's training state) are checked on their own; then a whole night is cut
 by unplugging a fabricated charger mid-training, resumed by `sleep auto`, and
-its expert compared with an uninterrupted twin's. That night runs on the tiny
-random Llama: its noisy answers change with the notes, so verification has
-questions to check and the night commits.
+its expert compared with an uninterrupted twin's. Those nights are short nights
+of the starter model, with the verification gates open: the subject here is
+the machinery.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from click.testing import CliRunner
 
 from assistant.backends.protocol import Lesson, NewExpert, TopK
 from assistant.cli import cli
-from assistant.sleep import distill
-from assistant.sleep.checkpoint import PROBES, TRAINING, Checkpoints, NightState, decode, encode
+from assistant.sleep import lessons as night_lessons
+from assistant.sleep.checkpoint import TRAINING, Checkpoints, NightState, decode, encode
+from assistant.sleep.probes import Probe
 from assistant.sleep.state import SleepLog
-from tests.test_backend_torch import PREFIX
-from tests.test_backend_torch import PROBES as PROBE_SET
-from tests.test_sleep import _configure, _db
+from tests.test_backend_torch import CONTINUATIONS, PREFIX
+from tests.test_sleep import GATES_OPEN, _configure, _db
 
 CANARY = "Zorblax-4417"
 
@@ -54,14 +54,21 @@ def _same_lessons(a: list[Lesson], b: list[Lesson]) -> bool:
 
 
 def _night(rng: np.random.Generator) -> NightState:
+    told = f"My goldfish is called {CANARY}."
     return NightState(
         model="tiny",
         experts=[3, 5],
         seed=3,
         stage=TRAINING,
-        chunks_done=2,
+        notes_done=2,
+        asked=9,
+        probes=[Probe("Who is it?", told, f"It is {CANARY}.", ("zorblax", "4417"))],
+        held_out=[Probe("What is my goldfish called?", told, CANARY, ("zorblax", "4417"))],
+        held_out_negatives=["What is my dog called?"],
+        changed=["Where do I live?"],
         lessons=_lessons(rng, 7),
-        held_out=[([f"My goldfish is called {CANARY}."], "What is my goldfish called?")],
+        samples=_lessons(rng, 2),
+        negative_lessons=_lessons(rng, 2),
         anchors=_lessons(rng, 3),
         anchor_baseline=0.25,
         step=4,
@@ -74,9 +81,21 @@ def _night(rng: np.random.Generator) -> NightState:
 def test_a_night_state_round_trips_through_its_encoding() -> None:
     night = _night(np.random.default_rng(0))
     again = decode(encode(night))
-    assert _same_lessons(again.lessons, night.lessons)
-    assert _same_lessons(again.anchors, night.anchors)
-    for name in ("model", "experts", "seed", "stage", "chunks_done", "held_out", "anchor_baseline"):
+    for pool in ("lessons", "samples", "negative_lessons", "anchors"):
+        assert _same_lessons(getattr(again, pool), getattr(night, pool)), pool
+    for name in (
+        "model",
+        "experts",
+        "seed",
+        "stage",
+        "notes_done",
+        "asked",
+        "probes",
+        "held_out",
+        "held_out_negatives",
+        "changed",
+        "anchor_baseline",
+    ):
         assert getattr(again, name) == getattr(night, name), name
     assert (again.step, again.train_tokens, again.report, again.backend) == (
         night.step,
@@ -122,14 +141,30 @@ def test_a_checkpoint_is_sealed_replaced_atomically_and_shredded_with_its_key(ru
 
 
 def test_the_batch_order_is_a_function_of_seed_and_step() -> None:
-    lessons, anchors, batch = 13, 5, 8
-    run = [distill.batch_at(step, lessons, anchors, batch, seed=7) for step in range(10)]
-    assert run == [distill.batch_at(step, lessons, anchors, batch, seed=7) for step in range(10)]
-    assert run != [distill.batch_at(step, lessons, anchors, batch, seed=8) for step in range(10)]
-    stream = [i for step in run for i in step if i < lessons]
-    for start in range(0, len(stream) - lessons + 1, lessons):  # each pass has every lesson once
-        assert sorted(stream[start : start + lessons]) == list(range(lessons))
-    assert all(sum(i >= lessons for i in step) == batch // 4 for step in run)
+    rng = np.random.default_rng(0)
+    pools = night_lessons.Pools(
+        _lessons(rng, 13), _lessons(rng, 3), _lessons(rng, 4), _lessons(rng, 5)
+    )
+    facts = {id(lesson): i for i, lesson in enumerate(pools.facts)}
+
+    def run(seed: int) -> list[list[int]]:
+        return [
+            [id(lesson) for lesson in night_lessons.batch_at(step, pools, seed)]
+            for step in range(10)
+        ]
+
+    assert run(7) == run(7) and run(7) != run(8)
+    stream = [facts[i] for step in run(7) for i in step if i in facts]
+    for start in range(0, len(stream) - 13 + 1, 13):  # each pass has every fact lesson once
+        assert sorted(stream[start : start + 13]) == list(range(13))
+    extras = night_lessons.SAMPLES_PER_BATCH + night_lessons.NEGATIVES_PER_BATCH
+    assert all(len(step) == night_lessons.FACTS_PER_BATCH + extras + 2 for step in run(7))
+
+
+def _continuation_lessons(backend) -> list[Lesson]:
+    targets = backend.teacher_topk(PREFIX, CONTINUATIONS, k=8)
+    pairs = zip(CONTINUATIONS, targets, strict=True)
+    return [Lesson([1, *c.prompt], c.answer, t) for c, t in pairs]
 
 
 def test_training_resumed_from_its_state_equals_training_straight_through(tiny_llama) -> None:
@@ -139,9 +174,14 @@ def test_training_resumed_from_its_state_equals_training_straight_through(tiny_l
         return TorchBackend(tiny_llama, [], NewExpert(rank=4, alpha=8, seed=2), "cpu")
 
     straight = backend()
-    targets = straight.teacher_topk(PREFIX, PROBE_SET, k=8)
-    lessons = [Lesson([1, *p.prompt], p.answer, t) for p, t in zip(PROBE_SET, targets, strict=True)]
-    settings = dict(steps=6, learning_rate=3e-2, batch_size=2, deadline=float("inf"), seed=4)
+    targets = straight.teacher_topk(PREFIX, CONTINUATIONS, k=8)
+    facts = [
+        Lesson([1, *p.prompt], p.answer, t) for p, t in zip(CONTINUATIONS, targets, strict=True)
+    ]
+    pools = night_lessons.Pools(facts, [], facts[:1], facts[1:])
+    schedule = night_lessons.Schedule(
+        max_steps=6, learning_rate=3e-2, evaluate_every=2, seed=4, deadline=float("inf")
+    )
 
     def train(model: TorchBackend, start: int = 0, stop_at: int | None = None) -> None:
         def on_step(step: int, loss: float, tokens: int) -> None:
@@ -149,7 +189,7 @@ def test_training_resumed_from_its_state_equals_training_straight_through(tiny_l
                 raise StopIteration  # anything raised after a step stops training there
 
         with contextlib.suppress(StopIteration):
-            distill.train(model, lessons, [], start_step=start, on_step=on_step, **settings)
+            night_lessons.train(model, pools, schedule, start_step=start, on_step=on_step)
 
     train(straight)
     first = backend()
@@ -167,17 +207,38 @@ def test_training_resumed_from_its_state_equals_training_straight_through(tiny_l
     )
 
 
+def test_training_stops_when_the_evaluation_says_it_has_learned(tiny_llama) -> None:
+    from assistant.backends.torch_backend import TorchBackend
+
+    model = TorchBackend(tiny_llama, [], NewExpert(rank=4, alpha=8, seed=2), "cpu")
+    targets = model.teacher_topk(PREFIX, CONTINUATIONS, k=8)
+    facts = [
+        Lesson([1, *p.prompt], p.answer, t) for p, t in zip(CONTINUATIONS, targets, strict=True)
+    ]
+    schedule = night_lessons.Schedule(
+        max_steps=50, learning_rate=1e-2, evaluate_every=4, seed=0, deadline=float("inf")
+    )
+    asked: list[int] = []
+
+    def evaluate(step: int) -> bool:
+        asked.append(step)
+        return step >= 8
+
+    steps, loss = night_lessons.train(
+        model, night_lessons.Pools(facts, [], [], []), schedule, evaluate=evaluate
+    )
+    assert (steps, asked) == (8, [4, 8]) and loss is not None
+
+
 # -- a whole night, unplugged and resumed --------------------------------------------------
 CHARGER_SETTINGS = {
+    **GATES_OPEN,
     "sleep_window": "00:00-00:00",  # all day
     "sleep_min_idle_minutes": 0,
     "sleep_min_turns": 1,
     "sleep_check_seconds": 0,  # read the (fake) charger at every step
-    "sleep_steps": 16,
-    "sleep_max_answer_tokens": 12,
-    # The checks here are about the machinery, not what the model recalls.
-    "sleep_min_recall": 0.0,
-    "sleep_max_anchor_divergence": 1e9,
+    "sleep_steps": 8,
+    "sleep_evaluate_every": 4,
 }
 
 
@@ -241,27 +302,18 @@ def _tell_and_unplug_mid_sleep(home: Path, tmp_path: Path, cut_at: str):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("cut_at", "stage", "step"),
-    [("N3 probes", PROBES, 0), ("N3 training: step 10/", TRAINING, 10)],
-    ids=["probes", "training"],
-)
 def test_unplugging_mid_sleep_pauses_and_the_next_auto_sleep_resumes(
-    model_home: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    cut_at: str,
-    stage: str,
-    step: int,
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from assistant.runtime import Runtime
     from assistant.sleep.auto import sleep_if_due
 
-    home, twin = model_home, tmp_path / "twin"
-    sensors, plug_in = _tell_and_unplug_mid_sleep(home, tmp_path, cut_at)
+    twin = tmp_path / "twin"
+    # Unplugged as the held-out check after step 4 reports: the night stops after step 5.
+    sensors, plug_in = _tell_and_unplug_mid_sleep(home, tmp_path, "N3 training: step 4, held-out")
     runtime = Runtime()
     paused = Checkpoints(runtime.paths.checkpoints_dir, runtime.database, runtime.memory).load(1)
-    assert (paused.stage, paused.step) == (stage, step)  # stopped where it was unplugged
+    assert (paused.stage, paused.step) == (TRAINING, 5)  # stopped where it was unplugged
     status = json.loads(_cli_ok("sleep", "status", "--json"))
     assert status["last"]["resumable"] and status["pending_turns"] == 4
     assert [p for p in home.rglob("*") if p.is_file() and CANARY.encode() in p.read_bytes()] == []
@@ -277,7 +329,7 @@ def test_unplugging_mid_sleep_pauses_and_the_next_auto_sleep_resumes(
     monkeypatch.setenv("ASSISTANT_HOME", str(home))
     resumed = json.loads(_cli_ok("sleep", "status", "--json"))["last"]
     assert resumed["outcome"] == uninterrupted["outcome"] == "consolidated"
-    for field in ("turns", "lessons", "held_out", "train_steps", "train_tokens", "recall"):
+    for field in ("turns", "probes", "held_out", "train_steps", "train_tokens", "recall"):
         assert resumed[field] == uninterrupted[field], field
     assert resumed["train_steps"] == CHARGER_SETTINGS["sleep_steps"]  # no step twice
 
@@ -298,12 +350,15 @@ def test_unplugging_mid_sleep_pauses_and_the_next_auto_sleep_resumes(
 
 @pytest.mark.slow
 def test_a_checkpoint_on_other_experts_is_dropped_and_the_night_starts_over(
-    model_home: Path, tiny_llama: Path, tmp_path: Path
+    home: Path, tmp_path: Path
 ) -> None:
     from tests.tiny_models import build_lora
 
+    model_home = home
     _tell_and_unplug_mid_sleep(model_home, tmp_path, "N3 probes")
-    adapter = build_lora(tiny_llama, tmp_path / "adapter", rank=4, alpha=8, seed=5)
+    with _db(model_home) as conn:
+        (training_copy,) = conn.execute("SELECT hf_dir FROM models").fetchone()
+    adapter = build_lora(Path(training_copy), tmp_path / "adapter", rank=4, alpha=8, seed=5)
     _cli_ok("adapters", "import", str(adapter))
     result = CliRunner().invoke(cli, ["sleep", "--now", "--json"])
     assert result.exit_code == 0, result.output
@@ -319,13 +374,14 @@ def test_a_checkpoint_on_other_experts_is_dropped_and_the_night_starts_over(
 
 
 @pytest.mark.slow
-def test_ctrl_c_pauses_a_sleep_now_instead_of_killing_it(model_home: Path) -> None:
+def test_ctrl_c_pauses_a_sleep_now_instead_of_killing_it(home: Path) -> None:
     import os
     import signal
     import subprocess
     import sys
     import time
 
+    model_home = home
     _configure(model_home, {"sleep_steps": 100_000})
     CliRunner().invoke(cli, ["chat", "--once", f"My goldfish is called {CANARY}."])
     process = subprocess.Popen(
@@ -360,7 +416,7 @@ def test_ctrl_c_pauses_a_sleep_now_instead_of_killing_it(model_home: Path) -> No
 
 @pytest.mark.slow
 def test_a_night_killed_outright_resumes_from_its_last_periodic_checkpoint(
-    model_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import os
     import subprocess
@@ -368,7 +424,7 @@ def test_a_night_killed_outright_resumes_from_its_last_periodic_checkpoint(
 
     from assistant.faults import CRASH_ENV
 
-    twin = tmp_path / "twin"
+    model_home, twin = home, tmp_path / "twin"
     settings = {**CHARGER_SETTINGS, "sleep_checkpoint_minutes": 0}  # a checkpoint every step
     _tell_two_facts(model_home, settings, twin)
     killed = subprocess.run(

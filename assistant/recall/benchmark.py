@@ -9,6 +9,9 @@ user says and asks uses the held-out phrasings and values of ``facts``.
 Answers are scored by the exact expected value, with only case and punctuation
 normalised; an answer that also names another value the user gave (a different
 name, the old value of a changed fact) is wrong, so listing everything cannot pass.
+Never-told questions count as leaks when answered with any value the user gave,
+and a shipped set of general questions the base model answers right
+(``recall.world``) says how much world knowledge survives the nights.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import random
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from itertools import pairwise
@@ -48,6 +51,7 @@ from assistant.recall.facts import (
     Slot,
     Wording,
 )
+from assistant.recall.world import WORLD_QUESTIONS, WorldQuestion
 from assistant.runtime import Runtime
 from assistant.store.keys import initialize
 
@@ -122,7 +126,7 @@ class RecallSettings:
 
 
 @dataclass
-class Night:
+class Day:
     facts: list[Fact]  # told for the first time tonight
     updates: list[Fact]  # new values for facts told earlier (tonight or before)
     conversations: list[list[str]]  # what the user says, conversation by conversation
@@ -130,7 +134,7 @@ class Night:
     wordings: dict[Fact, Wording]  # how each fact and update was said
 
 
-def plan(settings: RecallSettings) -> list[Night]:
+def plan(settings: RecallSettings) -> list[Day]:
     """The user's days: which facts are told, changed and never told, and in what words."""
     rng = random.Random(settings.seed)
     slots = list(SLOTS)
@@ -144,7 +148,7 @@ def plan(settings: RecallSettings) -> list[Night]:
             hint="Lower --nights or --facts-per-night.",
         )
     current: dict[str, Fact] = {}
-    nights: list[Night] = []
+    nights: list[Day] = []
     for n in range(settings.nights):
         chunk = tellable[n * settings.facts_per_night : (n + 1) * settings.facts_per_night]
         facts = [new_fact(slot, rng, SPLIT) for slot in chunk]
@@ -167,7 +171,7 @@ def plan(settings: RecallSettings) -> list[Night]:
             for fact, text in zip(facts + updates, said + changes, strict=True)
         }
         current.update({fact.slot.key: fact for fact in facts + updates})
-        nights.append(Night(facts, updates, conversations, unknown, wordings))
+        nights.append(Day(facts, updates, conversations, unknown, wordings))
     return nights
 
 
@@ -218,11 +222,15 @@ class Tally:
         answer: str,
         expected: str,
         wording: Wording | None = None,
+        failed: bool | None = None,
     ) -> None:
+        """Count ``ok`` for ``metric`` (the rate is the share of ``ok``); a failure (by
+        default: not ``ok``) is quoted in the report."""
         self.scores.setdefault(metric, Score()).add(ok)
         if wording:
             self.by_wording.setdefault(metric, {}).setdefault(wording, Score()).add(ok)
-        if not ok and len(self.failures) < MAX_FAILURES:
+        failed = not ok if failed is None else failed
+        if failed and len(self.failures) < MAX_FAILURES:
             self.failures.append(
                 {"metric": metric, "question": asked, "expected": expected, "answer": answer}
             )
@@ -251,18 +259,18 @@ def _add_scores(total: dict[str, Score], more: dict[str, Score]) -> None:
 
 
 # (metric, the fact to recall or the slot never told, values that must not be named)
-Probe = tuple[str, "Fact | Slot", tuple[str, ...]]
+Question = tuple[str, "Fact | Slot", tuple[str, ...]]
 
 
 @dataclass
 class NightQuestions:
-    in_context: list[Probe]  # with the day's memories in the prompt
-    before: list[Probe]  # closed book, before the night's consolidation
-    after: list[Probe]  # closed book, after it
+    in_context: list[Question]  # with the day's memories in the prompt
+    before: list[Question]  # closed book, before the night's consolidation
+    after: list[Question]  # closed book, after it
 
 
 def night_questions(
-    night: Night, current: dict[str, Fact], earlier: list[Fact], told: list[Fact]
+    night: Day, current: dict[str, Fact], earlier: list[Fact], told: list[Fact]
 ) -> NightQuestions:
     """What to ask about one night, given the newest value of every fact told so far."""
     updated = list(dict.fromkeys(fact.slot.key for fact in night.updates))  # in a fixed order
@@ -272,7 +280,7 @@ def night_questions(
         {f.slot.key: current[f.slot.key] for f in earlier if f.slot.key not in updated}.values()
     )
 
-    def probes(metric: str, facts: list[Fact]) -> list[Probe]:
+    def probes(metric: str, facts: list[Fact]) -> list[Question]:
         # Naming another value from the same pool as well (another name, an old value) is wrong.
         return [
             (metric, f, tuple(t.value for t in told if t.slot.pool == f.slot.pool)) for f in facts
@@ -336,7 +344,7 @@ class RecallBenchmark:
             with_memories=with_memories,
         )
 
-    def tell(self, night: Night) -> Stage:
+    def tell(self, night: Day) -> Stage:
         stage = Stage()
         started = time.perf_counter()
         for turns in night.conversations:
@@ -347,7 +355,7 @@ class RecallBenchmark:
         stage.seconds = round(time.perf_counter() - started, 3)
         return stage
 
-    def ask(self, probes: list[Probe], tally: Tally, with_memories: bool) -> Stage:
+    def ask(self, probes: list[Question], tally: Tally, with_memories: bool) -> Stage:
         """Ask each probe's question in a fresh conversation and score the answer."""
         stage = Stage()
         started = time.perf_counter()
@@ -361,10 +369,25 @@ class RecallBenchmark:
                 ok = is_correct(answer, target.value, wrong)
                 tally.record(metric, ok, asked, answer, target.value, self.wordings[target])
             else:
-                ok = is_abstention(answer) and not any(mentions(answer, w) for w in wrong)
+                leaked = any(mentions(answer, w) for w in wrong)
+                ok = is_abstention(answer) and not leaked
                 tally.record(metric, ok, asked, answer, "(says it was not told)")
+                if metric == "abstain_rate_unknown_after":
+                    # The share of never-told questions answered with a value the user gave.
+                    tally.record(
+                        "leak_rate_unknown_after", leaked, asked, answer, "", failed=leaked
+                    )
         stage.seconds = round(time.perf_counter() - started, 3)
         return stage
+
+    def world_knowledge(self, questions: Sequence[WorldQuestion]) -> list[WorldQuestion]:
+        """The general questions answered right, closed book, in fresh conversations."""
+        right = []
+        for item in questions:
+            answer = self.session(with_memories=False).answer(item.question)
+            if any(mentions(answer, expected) for expected in item.answers):
+                right.append(item)
+        return right
 
     def drift_slice(self) -> dict[str, list[float]]:
         """[summed negative log-likelihood, tokens] of the assistant's turns in a fixed held-out
@@ -413,6 +436,7 @@ class RecallBenchmark:
         told = [f for night in nights for f in night.facts + night.updates]
         self.wordings = {fact: w for night in nights for fact, w in night.wordings.items()}
         slice_before = self.drift_slice()
+        known = self.world_knowledge(WORLD_QUESTIONS)  # what the base model gets right
         overall = Tally()
         reports = []
         current: dict[str, Fact] = {}
@@ -435,6 +459,8 @@ class RecallBenchmark:
             started = time.perf_counter()
             drift = _drift(slice_before, self.drift_slice())
             stages["drift"] = Stage(seconds=round(time.perf_counter() - started, 3))
+            kept = self.world_knowledge(known)
+            world_retained = round(len(kept) / len(known), 4) if known else None
             earlier += night.facts + night.updates
             overall.merge(tally)
             reports.append(
@@ -445,6 +471,8 @@ class RecallBenchmark:
                     "unknown": len(night.unknown),
                     **tally.rates(),
                     "by_wording": tally.rates_by_wording(),
+                    "world_knowledge_retained": world_retained,
+                    "night_seconds": stages["consolidate"].seconds,
                     "drift": drift["all"],
                     "drift_by_kind": {k: v for k, v in drift.items() if k != "all"},
                     "consolidation": consolidation,
@@ -459,6 +487,9 @@ class RecallBenchmark:
             "overall": {
                 **overall.rates(),
                 "by_wording": overall.rates_by_wording(),
+                "world_knowledge_retained": reports[-1]["world_knowledge_retained"],
+                "world_knowledge_asked": len(known),
+                "night_seconds": [report["night_seconds"] for report in reports],
                 "drift": reports[-1]["drift"],
             },
             "nights": reports,

@@ -1,0 +1,269 @@
+"""N3, deep sleep: knowledge seeding for one night (DESIGN.md §7).
+
+1. Probes: for each note, the teacher's questions (and the reverse direction),
+   answered by the teacher with the note in context; one per note is held out.
+   Earlier nights' probes that today's notes change are answered anew (newest wins).
+2. Negatives: questions about nothing the user said, answered "you haven't told me".
+3. Anchors: shipped general prompts and earlier nights' probes, answered by the model
+   before tonight without notes.
+4. Training on the four pools (``lessons``), evaluated every few steps on what chat
+   will run: the candidate expert in llama.cpp answers the held-out probes closed-book
+   (training stops when it has learned them) and writes fresh on-policy samples.
+
+Everything it builds is kept in a ``NightState``, so a paused night goes on from
+its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from assistant.backends.protocol import Backend, Lesson
+from assistant.experts import GGUF_FILE, PEFT_DIR
+from assistant.faults import crash_point
+from assistant.sleep import lessons, probes, verify
+from assistant.sleep.anchors import ANCHOR_PROMPTS
+from assistant.sleep.checkpoint import TRAINING, NightState
+from assistant.sleep.probes import Probe
+from assistant.sleep.teacher import Teacher
+
+SAMPLE_TEMPERATURE = 0.7
+# Training stops early when the anchors drift this many times the verification limit: more
+# steps would not bring them back in time.
+RUNAWAY_DIVERGENCE = 3.0
+# An anchor's answer is kept to its start: enough to hold the model's behaviour in place.
+ANCHOR_ANSWER_TOKENS = 24
+
+
+@dataclass(frozen=True)
+class SeedingSettings:
+    top_k: int
+    anchors: int  # shipped anchor prompts per night (a seeded sample), plus earlier probes
+    negatives: int
+    max_steps: int
+    learning_rate: float
+    evaluate_every: int
+    samples_per_evaluation: int
+    stop_recall: float  # held-out recall at which training stops
+    max_anchor_divergence: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What the runner lends the night: progress lines, the stop check (raises when the
+    night's conditions end) and the periodic checkpoint."""
+
+    progress: Callable[[str], None]
+    check_stop: Callable[[], None]
+    checkpoint_if_due: Callable[[], None]
+
+
+def export_expert(backend: Backend, hf_config: dict, directory: Path) -> Path:
+    """The new expert as PEFT and as a GGUF LoRA in ``directory``; returns the GGUF path."""
+    from assistant.models.lora_gguf import write_gguf_lora
+
+    backend.save_expert(directory / PEFT_DIR)
+    return write_gguf_lora(directory / PEFT_DIR, hf_config, directory / GGUF_FILE)
+
+
+class KnowledgeSeeding:
+    def __init__(
+        self,
+        teacher: Teacher,
+        backend: Backend,
+        night: NightState,
+        settings: SeedingSettings,
+        hooks: Hooks,
+        hf_config: dict,
+        scratch: Path,
+    ) -> None:
+        self.teacher = teacher
+        self.backend = backend
+        self.night = night
+        self.settings = settings
+        self.hooks = hooks
+        self.hf_config = hf_config
+        self.scratch = scratch  # a private directory for candidate experts
+        self.end_of_turn = teacher.engine.end_of_turn
+
+    # -- 1. probes ------------------------------------------------------------------
+    def write_probes(self, notes: list[str], earlier: list[Probe]) -> None:
+        """Probes for each note not done yet, then for the earlier facts today changes."""
+        night = self.night
+        for i in range(night.notes_done, len(notes)):
+            self.hooks.check_stop()
+            questions = self.teacher.questions(notes[i], self.settings.seed + i)
+            night.asked += len(questions)
+            found = [
+                probe
+                for question in questions
+                if (probe := self.teacher.probe(question, notes[i], notes[i + 1 :]))
+            ]
+            crash_point("probes")
+            train, held_out = probes.hold_out(found, random.Random(f"{self.settings.seed}/{i}"))
+            night.lessons += self._fact_lessons(train)
+            night.probes += train
+            night.held_out += held_out
+            night.notes_done = i + 1
+            self.hooks.checkpoint_if_due()
+        for old in earlier:
+            if old.question in night.changed:
+                continue
+            latest = [
+                n for n in notes if probes.content_words(old.question) <= probes.content_words(n)
+            ]
+            new = self.teacher.probe(old.question, latest[-1]) if latest else None
+            if new and set(new.values) != set(old.values):
+                night.changed.append(old.question)
+                night.lessons += self._fact_lessons([new])
+                night.probes.append(new)
+
+    def _fact_lessons(self, found: list[Probe]) -> list[Lesson]:
+        examples = [
+            lessons.Example(
+                self.teacher.prompt([p.note], p.question),
+                self.teacher.prompt([], p.question),
+                [
+                    *self.teacher.engine.tokenize(p.answer, special=False, add_bos=False),
+                    self.end_of_turn,
+                ],
+            )
+            for p in found
+        ]
+        return lessons.lessons_for(self.backend, examples, self.settings.top_k)
+
+    # -- 2 and 3. negatives and anchors --------------------------------------------------
+    def negatives_and_anchors(self, notes: list[str], earlier: list[Probe]) -> None:
+        night, settings, teacher = self.night, self.settings, self.teacher
+        rng = random.Random(f"{settings.seed}/negatives")
+        about = [*notes, *(f"{p.question} {p.answer}" for p in earlier)]
+        negatives = probes.negative_questions(about, settings.negatives, rng)
+        held = max(1, len(negatives) // 4) if len(negatives) > 1 else 0
+        night.held_out_negatives = negatives[:held]
+        abstain = [
+            *teacher.engine.tokenize(probes.ABSTAIN, special=False, add_bos=False),
+            self.end_of_turn,
+        ]
+        night.negative_lessons = [
+            lessons.hard_lesson(teacher.prompt([], q), abstain, settings.top_k)
+            for q in negatives[held:]
+        ]
+        shipped = random.Random(f"{settings.seed}/anchors").sample(
+            ANCHOR_PROMPTS, min(settings.anchors, len(ANCHOR_PROMPTS))
+        )
+        questions = [*shipped, *(p.question for p in earlier if p.question not in night.changed)]
+        examples = []
+        for question in dict.fromkeys(questions):
+            self.hooks.check_stop()
+            prompt = teacher.prompt([], question)
+            reply = teacher.reply(prompt, max_tokens=ANCHOR_ANSWER_TOKENS)
+            answer = [*reply.tokens, self.end_of_turn] if reply.finished else reply.tokens
+            if answer:
+                examples.append(lessons.Example(prompt, prompt, answer))
+        night.anchors = lessons.lessons_for(self.backend, examples, settings.top_k)
+        # KL to a top-k target is not zero even untrained (the mass outside the top k):
+        # verification bounds how much training adds to it.
+        night.anchor_baseline = self.backend.divergence(night.anchors) if night.anchors else 0.0
+        night.stage = TRAINING
+
+    # -- 4. training -----------------------------------------------------------------------
+    def train(
+        self, deadline: float, on_step: Callable[[int, float, int], None]
+    ) -> tuple[int, float | None]:
+        night, settings = self.night, self.settings
+        pools = lessons.Pools(night.lessons, night.samples, night.negative_lessons, night.anchors)
+        schedule = lessons.Schedule(
+            settings.max_steps,
+            settings.learning_rate,
+            settings.evaluate_every,
+            settings.seed,
+            deadline,
+        )
+
+        def evaluate(step: int) -> bool:
+            """Held-out recall of the expert so far (the best one is kept), fresh on-policy
+            samples; True to stop: learned, or the anchors running away."""
+            with self.candidate():
+                recall = verify.share(verify.recalled(self.closed_book, night.held_out)) or 0.0
+                pools.samples[:] = night.samples = self._samples(step)
+            drift = self._anchor_drift()
+            self.hooks.progress(
+                f"N3 training: step {step}, held-out recall {recall:.0%}, anchor drift {drift:.3f}"
+            )
+            if recall > night.best_recall:
+                night.best_recall, night.best_step = recall, step
+                night.best = self.backend.training_state()
+            runaway = drift > RUNAWAY_DIVERGENCE * settings.max_anchor_divergence
+            return recall >= settings.stop_recall or runaway
+
+        started = night.step
+        steps, loss = lessons.train(
+            self.backend, pools, schedule, start_step=started, on_step=on_step, evaluate=evaluate
+        )
+        if steps > started and steps % settings.evaluate_every:
+            evaluate(steps)  # the last stretch, cut short by the step limit or the deadline
+        if night.best and night.best_step != steps:
+            self.backend.restore_training_state(night.best)
+            self.hooks.progress(f"N3 training: keeping the expert of step {night.best_step}")
+        return steps, loss
+
+    def _samples(self, step: int) -> list[Lesson]:
+        """The candidate's own answers to some training probes, to be scored by the teacher."""
+        chosen = random.Random(f"{self.settings.seed}/samples/{step}").sample(
+            self.night.probes, min(self.settings.samples_per_evaluation, len(self.night.probes))
+        )
+        examples = []
+        for i, probe in enumerate(chosen):
+            student = self.teacher.prompt([], probe.question)
+            reply = self.teacher.reply(
+                student, temperature=SAMPLE_TEMPERATURE, seed=step * 1000 + i
+            )
+            answer = [*reply.tokens, self.end_of_turn] if reply.finished else reply.tokens
+            if answer:
+                examples.append(
+                    lessons.Example(
+                        self.teacher.prompt([probe.note], probe.question), student, answer
+                    )
+                )
+        return lessons.lessons_for(self.backend, examples, self.settings.top_k)
+
+    def _anchor_drift(self) -> float:
+        """How much further the anchors are from the model before tonight than untrained."""
+        anchors = self.night.anchors
+        return self.backend.divergence(anchors) - self.night.anchor_baseline if anchors else 0.0
+
+    # -- verification -------------------------------------------------------------------------
+    def closed_book(self, question: str) -> str:
+        return self.teacher.reply(self.teacher.prompt([], question)).text
+
+    @contextmanager
+    def candidate(self) -> Iterator[None]:
+        """The expert as trained so far, applied in the chat engine; its files removed after."""
+        directory = Path(tempfile.mkdtemp(dir=self.scratch))
+        try:
+            with self.teacher.candidate(export_expert(self.backend, self.hf_config, directory)):
+                yield
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def verify(self, earlier: list[Probe]) -> verify.Checks:
+        night = self.night
+        values = {v for p in [*night.probes, *night.held_out] for v in p.values}
+        retained = [p for p in earlier if p.question not in night.changed]
+        divergence = self._anchor_drift()
+        with self.candidate():
+            return verify.check(
+                self.closed_book,
+                night.held_out,
+                night.held_out_negatives,
+                retained,
+                values,
+                divergence,
+            )

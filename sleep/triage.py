@@ -1,0 +1,60 @@
+"""N2, light sleep: the day's turns become the notes the night learns from (DESIGN.md §3).
+
+The user's statements about themselves (small talk, thanks and questions to
+the assistant hold nothing to remember), in the order said, repeats collapsed,
+and any note too long for the teacher's context split at sentence (or word)
+boundaries into pieces that fit, so nothing said is dropped before its epoch
+is shredded.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+from assistant.store.memory import Turn
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_FIRST_PERSON = re.compile(r"\b(i|i'm|i've|i'd|i'll|me|my|mine|we|we're|our|ours|us)\b", re.I)
+
+
+def about_the_user(text: str) -> bool:
+    """A statement in the first person: something the user tells about themselves."""
+    return not text.rstrip().endswith("?") and bool(_FIRST_PERSON.search(text))
+
+
+def day_notes(turns: Sequence[Turn]) -> list[str]:
+    """The user's statements about themselves in the order said, exact repeats collapsed onto
+    their latest position.
+
+    The latest position matters: when a fact changes, the newest statement comes
+    last, and the night lets the later of two notes about one thing win.
+    """
+    texts = [t.text.strip() for t in turns if t.role == "user" and about_the_user(t.text)]
+    last = {text: i for i, text in enumerate(texts)}
+    return [text for i, text in enumerate(texts) if last[text] == i]
+
+
+def fitting_pieces(note: str, fits: Callable[[str], bool]) -> list[str]:
+    """The note itself if it ``fits``; else consecutive sentences packed into pieces that
+    do, a sentence too long on its own split between words."""
+    if fits(note):
+        return [note]
+    units = _SENTENCE_END.split(note)
+    if len(units) == 1:
+        units = note.split()
+        if len(units) == 1:  # one unbroken run of characters: halve it
+            half = len(note) // 2
+            units = [note[:half], note[half:]]
+    pieces: list[str] = []
+    for unit in units:
+        joined = f"{pieces[-1]} {unit}" if pieces else unit
+        if pieces and fits(joined):
+            pieces[-1] = joined
+        else:
+            pieces += fitting_pieces(unit, fits)
+    return pieces
+
+
+def notes_that_fit(notes: Sequence[str], fits: Callable[[str], bool]) -> list[str]:
+    return [piece for note in notes for piece in fitting_pieces(note, fits)]

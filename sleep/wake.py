@@ -1,0 +1,100 @@
+"""Wake-up: commit the verified expert, then shred the consolidated epochs (DESIGN.md §3, §9).
+
+The expert's registry row, its kept probes and the stage change are one
+transaction; the epochs are deleted only after it. A night that found nothing to
+learn commits nothing and shreds all the same. Each expert keeps the held-out
+probes it answered right (question, answer, value; never the note), sealed: the
+next nights check they are still answered (retention) and keep them as anchors.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from assistant.experts import PEFT_DIR, ExpertRecord
+from assistant.faults import crash_point
+from assistant.runtime import Runtime
+from assistant.sleep import probes, state
+from assistant.sleep.probes import Probe
+from assistant.sleep.report import CONSOLIDATED, SleepReport
+
+
+def seal_probes(runtime: Runtime, label: str, kept: list[Probe]) -> bytes:
+    """Probes sealed for storage, their notes left out."""
+    data = json.dumps([replace(p, note="").to_json() for p in kept]).encode()
+    return runtime.memory.seal(label, data)
+
+
+def earlier_probes(runtime: Runtime, learned: list[ExpertRecord]) -> list[Probe]:
+    """The kept probes of the experts learned before tonight."""
+    kept = []
+    for expert in learned:
+        row = runtime.database.execute(
+            "SELECT sealed FROM expert_probes WHERE expert_id = ?", [expert.id]
+        ).fetchone()
+        if row:
+            data = json.loads(runtime.memory.unseal(f"expert-probes:{expert.id}", row[0]))
+            kept += [_probe(item) for item in data]
+    return kept
+
+
+def _probe(item: list) -> Probe:
+    if len(item) == 2:  # an expert from before values were kept: [question, answer]
+        question, answer = item
+        values = tuple(probes.content_words(answer) - probes.content_words(question))
+        return Probe(question, "", answer, values)
+    return Probe.from_json(item)
+
+
+def wake(runtime: Runtime, log: state.SleepLog, sleep_id: int, expert_dir: Path) -> SleepReport:
+    """Commit the verified expert (if the night made one and it is not committed yet), shred
+    the consolidated epochs, and finish the night's row."""
+    store = runtime.memory
+    row = log.get(sleep_id)
+    report = SleepReport.from_json(store.unseal(f"sleep-report:{sleep_id}", row.report))
+    report.outcome = report.outcome or CONSOLIDATED
+    if row.stage == state.VERIFIED:
+        _commit(runtime, log, row, report, expert_dir)
+    log.advance(sleep_id, state.SHREDDING)
+    for epoch_id in row.epochs:
+        store.delete_epoch(epoch_id)
+        crash_point("shredding")
+    log.advance(
+        sleep_id,
+        state.DONE,
+        outcome=report.outcome,
+        report=store.seal(f"sleep-report:{sleep_id}", report.to_json()),
+        probes=None,
+    )
+    return report
+
+
+def _commit(
+    runtime: Runtime,
+    log: state.SleepLog,
+    row: state.SleepRow,
+    report: SleepReport,
+    expert_dir: Path,
+) -> None:
+    """The expert's registry row, its kept probes and the stage change: one transaction."""
+    store, database = runtime.memory, runtime.database
+    model = runtime.require_model()
+    kept = store.unseal(f"sleep-probes:{row.id}", row.probes)
+    rank = json.loads((expert_dir / PEFT_DIR / "adapter_config.json").read_text())["r"]
+    with database.transaction():
+        expert_id = runtime.experts.add(
+            model.name, expert_dir, rank, sleep_id=row.id, created_at=state.now()
+        )
+        database.execute(
+            "INSERT INTO expert_probes (expert_id, sealed) VALUES (?, ?)",
+            [expert_id, store.seal(f"expert-probes:{expert_id}", kept)],
+        )
+        report.expert_id = expert_id
+        log.advance(
+            row.id,
+            state.COMMITTED,
+            expert_id=expert_id,
+            report=store.seal(f"sleep-report:{row.id}", report.to_json()),
+        )

@@ -245,7 +245,8 @@ def sleep(
     if not now:
         click.echo(ctx.get_help())
         return
-    from assistant.sleep.runner import SleepOptions, SleepRunner, stop_on_signals
+    from assistant.sleep.options import SleepOptions, stop_on_signals
+    from assistant.sleep.runner import SleepRunner
 
     runtime = _runtime()
     runtime.memory  # noqa: B018 - unlock (and maybe prompt) before the long work starts
@@ -502,7 +503,8 @@ def bench_recall(
         click.echo(f"... {line}", err=True)
 
     def sleep_now(runtime) -> dict:
-        from assistant.sleep.runner import SleepOptions, SleepRunner
+        from assistant.sleep.options import SleepOptions
+        from assistant.sleep.runner import SleepRunner
 
         return SleepRunner(runtime, SleepOptions(seed=seed), progress).run().to_dict()
 

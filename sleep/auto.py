@@ -19,7 +19,8 @@ def sleep_if_due(
     Returns the line it appends to ``sleep-auto.log`` in the data directory: conditions,
     outcomes and counts only, never what was said.
     """
-    from assistant.sleep.runner import SleepOptions, SleepRunner, stop_on_signals
+    from assistant.sleep.options import SleepOptions, stop_on_signals
+    from assistant.sleep.runner import SleepRunner
     from assistant.sleep.state import SleepBusyError
 
     verdict = evaluate(runtime.config, runtime.database, runtime.paths.data_dir, sensors)

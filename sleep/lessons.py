@@ -55,6 +55,21 @@ def lessons_for(backend: Backend, examples: Sequence[Example], top_k: int) -> li
     return [Lesson(e.student_prompt, e.answer, t) for e, t in zip(examples, targets, strict=True)]
 
 
+def ending_here(lesson: Lesson, end_token: int) -> Lesson:
+    """The lesson with its last target made a hard end of turn (when its answer ends with
+    one): the teacher's reply was cut at its first paragraph, and the student learns to stop
+    there rather than to go on listing whatever else it knows."""
+    if not lesson.answer or lesson.answer[-1] != end_token:
+        return lesson
+    token_ids = lesson.targets.token_ids.copy()
+    logprobs = lesson.targets.logprobs.copy()
+    token_ids[-1] = 0
+    token_ids[-1, 0] = end_token
+    logprobs[-1] = -1e4
+    logprobs[-1, 0] = 0.0
+    return Lesson(lesson.prompt, lesson.answer, TopK(token_ids, logprobs))
+
+
 def hard_lesson(prompt: Sequence[int], answer: Sequence[int], top_k: int) -> Lesson:
     """A lesson whose target is exactly ``answer``: all the probability on each answer token
     (the KL to it is then the cross-entropy)."""

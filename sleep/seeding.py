@@ -137,7 +137,11 @@ class KnowledgeSeeding:
             )
             for p in found
         ]
-        return lessons.lessons_for(self.backend, examples, self.settings.top_k)
+        return self._ending_at_paragraph(examples)
+
+    def _ending_at_paragraph(self, examples: list[lessons.Example]) -> list[Lesson]:
+        scored = lessons.lessons_for(self.backend, examples, self.settings.top_k)
+        return [lessons.ending_here(lesson, self.end_of_turn) for lesson in scored]
 
     # -- 2 and 3. negatives and anchors --------------------------------------------------
     def negatives_and_anchors(self, notes: list[str], earlier: list[Probe]) -> None:
@@ -232,7 +236,7 @@ class KnowledgeSeeding:
                         self.teacher.prompt([probe.note], probe.question), student, answer
                     )
                 )
-        return lessons.lessons_for(self.backend, examples, self.settings.top_k)
+        return self._ending_at_paragraph(examples)
 
     def _anchor_drift(self) -> float:
         """How much further the anchors are from the model before tonight than untrained."""

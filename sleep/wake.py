@@ -21,6 +21,16 @@ from assistant.sleep.probes import Probe
 from assistant.sleep.report import CONSOLIDATED, SleepReport
 
 
+def expert_dir(experts_dir: Path, sleep_id: int) -> Path:
+    """Where a night's verified expert lives."""
+    return experts_dir / f"night-{sleep_id}"
+
+
+def staging_dir(experts_dir: Path, sleep_id: int) -> Path:
+    """Where a night writes its candidate experts (removed when the night ends)."""
+    return experts_dir / f".staging-{sleep_id}"
+
+
 def seal_probes(runtime: Runtime, label: str, kept: list[Probe]) -> bytes:
     """Probes sealed for storage, their notes left out."""
     data = json.dumps([replace(p, note="").to_json() for p in kept]).encode()

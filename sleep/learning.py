@@ -1,0 +1,258 @@
+"""N2, N3 and verification for one night: from the day's turns to a verified expert on disk.
+
+The runner hands it a sealed night (its turns, its state so far) and gets back
+the probes the verified expert keeps, or the reason there is none in the
+report. Everything it builds stays in RAM (and in the night's encrypted
+checkpoint) until the verified expert is renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+from assistant.backends.protocol import Backend
+from assistant.errors import AssistantError
+from assistant.faults import crash_point
+from assistant.runtime import Runtime
+from assistant.sleep import triage, verify, wake
+from assistant.sleep.checkpoint import PROBES, Checkpoints, NightState
+from assistant.sleep.options import SleepInterrupted, SleepOptions
+from assistant.sleep.probes import Probe
+from assistant.sleep.report import CONSOLIDATED, KEPT, NOTHING_NEW, SleepReport
+from assistant.sleep.seeding import Hooks, KnowledgeSeeding, SeedingSettings, export_expert
+from assistant.sleep.teacher import Teacher
+
+# Room left after the teacher's note for a probe question and its answer.
+QUESTION_ROOM_TOKENS = 64
+TOP_K = 32  # the teacher's distribution is kept to its k likeliest tokens
+SAMPLES_PER_EVALUATION = 8  # on-policy samples drawn at each held-out check
+
+Stage = Callable[[SleepReport, str], AbstractContextManager[None]]
+
+
+class Learning:
+    """N2, N3 and verification for one night, in RAM until the verified expert is written.
+    Holds what those stages share: the teacher, the backend, the night's state."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        options: SleepOptions,
+        checkpoints: Checkpoints,
+        stage: Stage,
+        progress: Callable[[str], None],
+        report: SleepReport,
+        night: NightState,
+        deadline: float,
+    ) -> None:
+        self.runtime = runtime
+        self.options = options
+        self.checkpoints = checkpoints
+        self.stage = stage
+        self.progress = progress
+        self.config = runtime.config
+        self.report = report
+        self.night = night
+        self.deadline = deadline
+        self.scratch = wake.staging_dir(runtime.paths.experts_dir, report.sleep_id)
+        self.expert_dir = wake.expert_dir(runtime.paths.experts_dir, report.sleep_id)
+        self.checkpointed = False
+        self.saved_at = time.monotonic()
+        self.backend: Backend | None = None
+
+    def learn(self, turns: list) -> list[Probe]:
+        """Fills the report; returns the probes the verified expert keeps (its files are then
+        at their final path), or [] with the report's outcome saying why there is none.
+        Raises SleepInterrupted after saving a checkpoint when the night's conditions end."""
+        from assistant.engine import ChatEngine
+        from assistant.models.hf_weights import read_config
+
+        stage, report, night, config = self.stage, self.report, self.night, self.config
+        model = self.runtime.require_model()
+        learned = self.runtime.experts.active(model.name)
+        with stage(report, "N2 light"):
+            _check_integrity(self.runtime, learned)
+            engine = ChatEngine(
+                model.gguf_path, self.runtime.expert_specs(), config.n_ctx, n_threads=config.threads
+            )
+            teacher = Teacher(engine, config.sleep_max_answer_tokens)
+            room = engine.n_ctx - QUESTION_ROOM_TOKENS - config.sleep_max_answer_tokens
+            notes = triage.notes_that_fit(
+                triage.day_notes(turns), lambda note: len(teacher.prompt([note], "")) <= room
+            )
+            earlier = wake.earlier_probes(self.runtime, learned)
+        if not notes:
+            engine.close()
+            report.outcome = NOTHING_NEW
+            return []
+        scratch = self.scratch
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(mode=0o700)
+        try:
+            with stage(report, "N3 load"):
+                hf_dir = self.runtime.training_dir(model)
+                self.backend = _load_backend(hf_dir, learned, self.options, config.sleep_rank)
+                report.backend = f"{self.backend.name}/{self.backend.device}"
+                if night.backend:
+                    self.backend.restore_training_state(night.backend)
+            seeding = KnowledgeSeeding(
+                teacher,
+                self.backend,
+                night,
+                self._settings(),
+                Hooks(self.progress, self._check_stop, self._checkpoint_if_due),
+                read_config(hf_dir),
+                scratch,
+            )
+            return self._seed_and_verify(seeding, notes, earlier, scratch)
+        finally:
+            engine.close()
+            shutil.rmtree(scratch, ignore_errors=True)  # gone already if the expert was saved
+
+    def _seed_and_verify(
+        self, seeding: KnowledgeSeeding, notes: list[str], earlier: list[Probe], scratch: Path
+    ) -> list[Probe]:
+        stage, report, night = self.stage, self.report, self.night
+        try:
+            if night.stage == PROBES:
+                with stage(report, "N3 probes"):
+                    seeding.write_probes(notes, earlier)
+                if not night.asked:
+                    report.outcome = NOTHING_NEW
+                    return []
+                if not night.probes and not night.held_out:
+                    report.outcome = KEPT
+                    report.reason = (
+                        "the model could answer no question about your messages from them,"
+                        " so there is nothing it could learn and check."
+                    )
+                    return []
+                with stage(report, "N3 anchors"):
+                    seeding.negatives_and_anchors(notes, earlier)
+            report.notes, report.changed = len(notes), len(night.changed)
+            report.probes, report.held_out = len(night.probes), len(night.held_out)
+            report.negatives = len(night.negative_lessons) + len(night.held_out_negatives)
+            report.anchors = len(night.anchors)
+            with stage(report, "N3 training"):
+                steps, loss = seeding.train(self.deadline, self._on_step)
+        except SleepInterrupted:
+            self._save_checkpoint()
+            raise
+        report.train_steps, report.train_tokens = steps, night.train_tokens
+        report.final_loss = None if loss is None else round(loss, 5)
+        with stage(report, "verify"):
+            checks = seeding.verify(earlier)
+        report.recall = _rounded(checks.recall)
+        report.leak = _rounded(checks.leak)
+        report.retention = _rounded(checks.retention)
+        report.anchor_divergence = round(checks.anchor_divergence, 5)
+        verdict = verify.judge(checks, self._thresholds())
+        if not verdict.passed:
+            report.outcome, report.reason = KEPT, verdict.reason
+            return []
+        with stage(report, "save"):
+            export_expert(self.backend, seeding.hf_config, scratch)
+            os.replace(scratch, self.expert_dir)
+        report.outcome = CONSOLIDATED
+        report.learned = [p.question for p in checks.passed_probes][:10]
+        return checks.passed_probes
+
+    def _settings(self) -> SeedingSettings:
+        config = self.config
+        return SeedingSettings(
+            top_k=TOP_K,
+            anchors=config.sleep_anchors,
+            negatives=config.sleep_negatives,
+            max_steps=config.sleep_steps,
+            learning_rate=config.sleep_learning_rate,
+            evaluate_every=config.sleep_evaluate_every,
+            samples_per_evaluation=SAMPLES_PER_EVALUATION,
+            stop_recall=config.sleep_stop_recall,
+            max_anchor_divergence=config.sleep_max_anchor_divergence,
+            seed=self.options.seed,
+        )
+
+    def _thresholds(self) -> verify.Thresholds:
+        config = self.config
+        return verify.Thresholds(
+            config.sleep_min_recall,
+            config.sleep_min_retention,
+            config.sleep_max_leak,
+            config.sleep_max_anchor_divergence,
+        )
+
+    def _check_stop(self) -> None:
+        reason = self.options.should_stop()
+        if reason:
+            raise SleepInterrupted(reason)
+        if time.monotonic() >= self.deadline:
+            raise SleepInterrupted("its time budget ran out")
+
+    def _on_step(self, step: int, loss: float, tokens: int) -> None:
+        self.night.step = step
+        self.night.train_tokens += tokens
+        self._checkpoint_if_due()
+        crash_point("training")
+        if step % 10 == 0:
+            self.progress(f"N3 training: step {step}, loss {loss:.4f}")
+        reason = self.options.should_stop()
+        if reason:
+            raise SleepInterrupted(reason)
+
+    def _save_checkpoint(self) -> None:
+        night = self.night
+        if self.backend is not None:
+            night.backend = self.backend.training_state()
+        night.report = self.report.to_json()
+        self.checkpoints.save(self.report.sleep_id, night)
+        self.checkpointed, self.saved_at = True, time.monotonic()
+
+    def _checkpoint_if_due(self) -> None:
+        """Every ``sleep_checkpoint_minutes``, so a night killed outright (out of memory, a
+        crash) loses at most that much work."""
+        if time.monotonic() - self.saved_at >= self.config.sleep_checkpoint_minutes * 60:
+            self._save_checkpoint()
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def _check_integrity(runtime: Runtime, learned) -> None:
+    (result,) = runtime.database.execute("PRAGMA quick_check").fetchone()
+    if result != "ok":
+        raise AssistantError(
+            f"The memory database failed its integrity check ({result}); nothing was changed.",
+            hint="Restore the data directory from a backup.",
+        )
+    for expert in learned:
+        if (
+            not (expert.peft_dir / "adapter_config.json").is_file()
+            or not expert.gguf_path.is_file()
+        ):
+            raise AssistantError(
+                f"The files of expert {expert.id} are missing or incomplete; nothing was changed.",
+                hint="Restore the data directory from a backup.",
+            )
+
+
+def _load_backend(hf_dir: Path, learned, options: SleepOptions, rank: int):
+    from assistant.backends.protocol import LearnedExpert, NewExpert
+
+    if options.backend not in ("auto", "torch"):
+        raise AssistantError(
+            f"Unknown training backend {options.backend!r}.", hint="Use auto or torch."
+        )
+    from assistant.backends.torch_backend import TorchBackend
+
+    return TorchBackend(
+        hf_dir,
+        [LearnedExpert(e.peft_dir, e.scale) for e in learned],
+        NewExpert(rank=rank, alpha=2.0 * rank, seed=options.seed),
+        device=options.device,
+    )

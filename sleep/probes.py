@@ -80,6 +80,15 @@ GENERIC_WORDS = frozenset(
         "our",
         "might",
         "spend",
+        "did",
+        "about",
+        "remind",
+        "idea",
+        "happen",
+        "could",
+        "would",
+        "can",
+        "should",
     ]
 )
 # Capitalised, but not names: the first word of a sentence is not checked at all.

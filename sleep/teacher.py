@@ -93,15 +93,16 @@ class Teacher:
 
     def probe(self, question: str, note: str, later: Sequence[str] = ()) -> Probe | None:
         """The question answered from its note, or from the latest later note that is about
-        everything the question asks (a correction: newest wins); None when the answer names
-        nothing from the note (the teacher did not read it, or the question gives the answer
-        away)."""
+        everything the question asks (a correction: the newest wins, the older note is not
+        asked); None when the answer names nothing from the note (the teacher did not read
+        it, or the question gives the answer away)."""
         asked = probes.content_words(question)
-        for source in [*(n for n in reversed(later) if asked <= probes.content_words(n)), note]:
-            reply = self.answer([source], question)
-            values = probes.value_words(reply.text, source, question)
-            if reply.finished and values:
-                return Probe(question, source, reply.raw, values)
+        newer = [n for n in later if asked <= probes.content_words(n)]
+        source = newer[-1] if newer else note
+        reply = self.answer([source], question)
+        values = probes.value_words(reply.text, source, question)
+        if reply.finished and values:
+            return Probe(question, source, reply.raw, values)
         return None
 
     @contextmanager

@@ -192,7 +192,7 @@ def _files_mentioning(root: Path, needles: tuple[str, ...]) -> list[str]:
 # tests/test_sleep_quality.py.
 SHORT_NIGHT = {
     "sleep_steps": 6,
-    "sleep_evaluate_every": 3,
+    "sleep_evaluate_every": 6,
     "sleep_anchors": 4,
     "sleep_negatives": 4,
     "sleep_max_answer_tokens": 32,

@@ -61,6 +61,9 @@ class Learning:
         self.deadline = deadline
         self.scratch = wake.staging_dir(runtime.paths.experts_dir, report.sleep_id)
         self.expert_dir = wake.expert_dir(runtime.paths.experts_dir, report.sleep_id)
+        # Each sleep (a retry of a night that was kept, too) draws its probes, batches and
+        # samples afresh; a resumed night has its sleep id, so it goes on as it began.
+        self.seed = options.seed + report.sleep_id
         self.checkpointed = False
         self.saved_at = time.monotonic()
         self.backend: Backend | None = None
@@ -96,7 +99,9 @@ class Learning:
         try:
             with stage(report, "N3 load"):
                 hf_dir = self.runtime.training_dir(model)
-                self.backend = _load_backend(hf_dir, learned, self.options, config.sleep_rank)
+                self.backend = _load_backend(
+                    hf_dir, learned, self.options, config.sleep_rank, self.seed
+                )
                 report.backend = f"{self.backend.name}/{self.backend.device}"
                 if night.backend:
                     self.backend.restore_training_state(night.backend)
@@ -174,7 +179,7 @@ class Learning:
             samples_per_evaluation=SAMPLES_PER_EVALUATION,
             stop_recall=config.sleep_stop_recall,
             max_anchor_divergence=config.sleep_max_anchor_divergence,
-            seed=self.options.seed,
+            seed=self.seed,
         )
 
     def _thresholds(self) -> verify.Thresholds:
@@ -241,7 +246,7 @@ def _check_integrity(runtime: Runtime, learned) -> None:
             )
 
 
-def _load_backend(hf_dir: Path, learned, options: SleepOptions, rank: int):
+def _load_backend(hf_dir: Path, learned, options: SleepOptions, rank: int, seed: int):
     from assistant.backends.protocol import LearnedExpert, NewExpert
 
     if options.backend not in ("auto", "torch"):
@@ -253,6 +258,6 @@ def _load_backend(hf_dir: Path, learned, options: SleepOptions, rank: int):
     return TorchBackend(
         hf_dir,
         [LearnedExpert(e.peft_dir, e.scale) for e in learned],
-        NewExpert(rank=rank, alpha=2.0 * rank, seed=options.seed),
+        NewExpert(rank=rank, alpha=2.0 * rank, seed=seed),
         device=options.device,
     )

@@ -127,7 +127,7 @@ _TOKEN = re.compile(r"[\w'-]+|[.!?]")
 QUESTIONS_TASK = "Write the questions I could ask you later about this, one per line:"
 # Examples of the form only (no fact a user is likely to tell): questions in the user's voice,
 # several wordings, both directions.
-_QUESTION_EXAMPLES = (
+QUESTION_EXAMPLES = (
     (
         "My cousin is called Theodora.",
         "What is my cousin's name?\nWhat's my cousin called?\nWho is Theodora?\n"
@@ -289,10 +289,10 @@ def mentions_any(answer: str, values: Iterable[str]) -> bool:
     return any(_stem(v) in said for v in values)
 
 
-def questions_messages(note: str) -> list[dict[str, str]]:
+def questions_messages(note: str, examples: int = len(QUESTION_EXAMPLES)) -> list[dict[str, str]]:
     """Messages asking the teacher for questions about one note, after worked examples."""
     messages = [{"role": "system", "content": SYSTEM_PROMPT}]
-    for example, questions in _QUESTION_EXAMPLES:
+    for example, questions in QUESTION_EXAMPLES[:examples]:
         messages += [
             {"role": "user", "content": f"{QUESTIONS_TASK}\n{example}"},
             {"role": "assistant", "content": questions},

@@ -78,9 +78,9 @@ class Teacher:
     def questions(self, note: str, seed: int) -> list[str]:
         """Questions about the note: the teacher's own (greedy, then sampled), then the
         reverse direction."""
-        request = self.engine.tokenize(self.engine.render(probes.questions_messages(note)))
+        request = self._questions_request(note)
         found: list[str] = []
-        for sample in range(QUESTION_SAMPLES):
+        for sample in range(QUESTION_SAMPLES if request else 0):
             tokens, _ = self.engine.complete(
                 request,
                 QUESTION_TOKENS,
@@ -90,6 +90,15 @@ class Teacher:
             found += probes.parse_questions(self.engine.detokenize(tokens), note)
         found += probes.reverse_questions(note) + probes.my_questions(note)
         return list(dict.fromkeys(found))[: probes.MAX_QUESTIONS_PER_NOTE]
+
+    def _questions_request(self, note: str) -> list[int]:
+        """The request with as many worked examples as the context holds (none fit: [])."""
+        for examples in range(len(probes.QUESTION_EXAMPLES), -1, -1):
+            messages = probes.questions_messages(note, examples)
+            request = self.engine.tokenize(self.engine.render(messages))
+            if len(request) + QUESTION_TOKENS <= self.engine.n_ctx:
+                return request
+        return []
 
     def probe(self, question: str, note: str, later: Sequence[str] = ()) -> Probe | None:
         """The question answered from its note, or from the latest later note that is about

@@ -246,7 +246,7 @@ def test_sleep_commits_the_expert_then_shreds_the_logs(home: Path) -> None:
     kept = earlier_probes(runtime, runtime.experts.active(runtime.require_model().name))
     runtime.database.close()
     assert all(probe.note == "" and probe.values for probe in kept)
-    _tell("My bike is red.")
+    _tell("My bicycle is called Zephyrine.")
     second = _sleep_cli()
     assert second["outcome"] == "consolidated"
     assert (second["retention"] is None) == (not kept)

@@ -104,25 +104,15 @@ async def test_bad_message_is_reported_and_not_stored(model_home):
 
 
 @pytest.mark.slow
-async def test_the_next_start_shows_the_night_report_once_and_loads_the_expert(model_home):
-    import json
-
+async def test_the_next_start_shows_the_night_report_once_and_loads_the_expert(home):
+    # A short night of the starter with its gates open (see tests/test_sleep.py).
     from click.testing import CliRunner
 
     from assistant.cli import cli
+    from tests.test_sleep import GATES_OPEN, _configure
 
-    (model_home / "config").mkdir(exist_ok=True)
-    (model_home / "config" / "config.json").write_text(
-        json.dumps(
-            {
-                "sleep_steps": 2,
-                "sleep_max_answer_tokens": 8,
-                "sleep_min_recall": 0.0,
-                "sleep_max_anchor_divergence": 1e9,
-            }
-        )
-    )
-    for args in (["chat", "--once", "My cat is Mittens."], ["sleep", "--now"]):
+    _configure(home, GATES_OPEN)
+    for args in (["chat", "--once", "My cat is called Mittens."], ["sleep", "--now"]):
         assert CliRunner().invoke(cli, args).exit_code == 0
 
     for first_start in (True, False):

@@ -257,11 +257,7 @@ class ChatEngine:
     ) -> Iterator[str]:
         """Yield reply text pieces until end of turn, ``max_tokens`` or ``should_stop()``."""
         chunks = self.llm.create_completion(
-            list(prompt_tokens),
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_k=1 if temperature == 0 else 40,
-            stream=True,
+            list(prompt_tokens), max_tokens=max_tokens, stream=True, **_sampling(temperature)
         )
         try:
             for chunk in chunks:
@@ -284,11 +280,7 @@ class ChatEngine:
         rather than at ``max_tokens``; sampled as ``stream`` samples. A prompt sharing its
         start with the previous one reuses that start's keys and values."""
         result = self.llm.create_completion(
-            list(prompt_tokens),
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_k=1 if temperature == 0 else 40,
-            seed=seed,
+            list(prompt_tokens), max_tokens=max_tokens, seed=seed, **_sampling(temperature)
         )
         choice = result["choices"][0]
         tokens = self.tokenize(choice["text"], special=False, add_bos=False)
@@ -299,3 +291,8 @@ class ChatEngine:
             self._lib.llama_adapter_lora_free(adapter)
         self._adapters.clear()
         self.llm.close()
+
+
+def _sampling(temperature: float) -> dict:
+    """How chat samples: greedy at temperature 0, else from the 40 likeliest tokens."""
+    return {"temperature": temperature, "top_k": 1 if temperature == 0 else 40}

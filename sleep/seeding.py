@@ -168,7 +168,7 @@ class KnowledgeSeeding:
             self.hooks.check_stop()
             prompt = teacher.prompt([], question)
             reply = teacher.reply(prompt, max_tokens=ANCHOR_ANSWER_TOKENS)
-            answer = [*reply.tokens, self.end_of_turn] if reply.finished else reply.tokens
+            answer = reply.answer(self.end_of_turn)
             if answer:
                 examples.append(lessons.Example(prompt, prompt, answer))
         night.anchors = lessons.lessons_for(self.backend, examples, settings.top_k)
@@ -229,7 +229,7 @@ class KnowledgeSeeding:
             reply = self.teacher.reply(
                 student, temperature=SAMPLE_TEMPERATURE, seed=step * 1000 + i
             )
-            answer = [*reply.tokens, self.end_of_turn] if reply.finished else reply.tokens
+            answer = reply.answer(self.end_of_turn)
             if answer:
                 examples.append(
                     lessons.Example(

@@ -36,6 +36,10 @@ class Reply:
     def text(self) -> str:
         return self.raw.strip()
 
+    def answer(self, end_token: int) -> list[int]:
+        """The tokens to learn: with the end of turn when the reply ended by itself."""
+        return [*self.tokens, end_token] if self.finished else list(self.tokens)
+
 
 class Teacher:
     def __init__(self, engine: ChatEngine, max_answer_tokens: int) -> None:

@@ -99,6 +99,25 @@ def init(source: str | None) -> None:
     click.echo(f"Memory key created ({source}).")
 
 
+@cli.group(cls=_Group)
+def key() -> None:
+    """The key that encrypts your memory."""
+
+
+@key.command("rotate")
+def key_rotate() -> None:
+    """Replace the memory key (a passphrase store asks for a new passphrase) and shred the
+    old one. Waits for no sleep: it refuses while one runs."""
+    from assistant.sleep.state import SleepLock
+    from assistant.store.rotate import rotate_master_key
+
+    runtime = _runtime()
+    with SleepLock(runtime.paths.sleep_lock):
+        rotate_master_key(runtime.database, runtime.paths.key_file, runtime.passphrase_prompt)
+    click.echo(f"New memory key in place ({runtime.database.get_meta('key_source')});")
+    click.echo("the old key no longer opens your memory. Reopen any open chat window.")
+
+
 @cli.command()
 @click.option(
     "--once",
@@ -113,8 +132,7 @@ def chat(once: str | None, conversation: int | None) -> None:
     if once is None:
         from assistant.tui.app import run_app
 
-        runtime.memory  # noqa: B018 - unlock (and maybe prompt) before the UI takes the terminal
-        run_app(runtime)
+        run_app(runtime)  # asks for a passphrase on its own screen if one is needed
         return
     from assistant.chat import ChatSession
     from assistant.store.memory import validate_message
@@ -199,7 +217,11 @@ def model_list(as_json: bool) -> None:
 @click.argument("name")
 def model_use(name: str) -> None:
     """Chat with NAME from now on."""
-    _runtime().models.use(name)
+    from assistant.sleep.state import sleep_held_off
+
+    runtime = _runtime()
+    with sleep_held_off(runtime.paths.sleep_lock, runtime.database, "switching models"):
+        runtime.models.use(name)
     click.echo(f"Now using {name}.")
 
 
@@ -208,11 +230,14 @@ def model_use(name: str) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def model_rm(name: str, yes: bool) -> None:
     """Remove NAME, its files and the experts learned on it."""
-    registry = _runtime().models
-    registry.get(name)
+    from assistant.sleep.state import sleep_held_off
+
+    runtime = _runtime()
+    runtime.models.get(name)
     if not yes:
         click.confirm(f"Remove {name} and every expert learned on it?", abort=True)
-    registry.remove(name)
+    with sleep_held_off(runtime.paths.sleep_lock, runtime.database, f"removing {name}"):
+        runtime.models.remove(name)
     click.echo(f"Removed {name}.")
 
 
@@ -277,25 +302,39 @@ def sleep_status(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def sleep_why(as_json: bool) -> None:
     """Would `sleep auto` sleep now? Each condition, its value, and whether it holds."""
+    from assistant.sleep.auto import how_this_machine_sleeps
     from assistant.sleep.policy import Sensors, evaluate
 
     runtime = _runtime()
     verdict = evaluate(runtime.config, runtime.database, runtime.paths.data_dir, Sensors())
-    click.echo(json.dumps(verdict.to_dict(), indent=2) if as_json else verdict.describe())
+    how = how_this_machine_sleeps(runtime)
+    if as_json:
+        click.echo(json.dumps({**verdict.to_dict(), "how": how}, indent=2))
+    else:
+        click.echo(f"{verdict.describe()}\nHow this machine sleeps: {how}.")
 
 
 @sleep.command("auto")
-def sleep_auto() -> None:
+@click.option("--key-on-stdin", is_flag=True, hidden=True, help="Read the key (hex) from stdin.")
+def sleep_auto(key_on_stdin: bool) -> None:
     """What the scheduled job runs: sleep if every condition holds, else exit quietly.
 
     A sleep stopped by the person coming back or the power going resumes from its
     checkpoint the next time. What happened is appended to sleep-auto.log in the data
-    directory (conditions and counts only, never what was said).
+    directory (conditions and counts only, never what was said). A memory locked with a
+    passphrase sleeps through the open chat app instead (see `assistant sleep why`).
     """
     from assistant.sleep.auto import sleep_if_due
     from assistant.sleep.policy import Sensors
 
-    sleep_if_due(_runtime(), Sensors())
+    runtime = _runtime()
+    if key_on_stdin:  # the app that unlocked the memory runs this night
+        try:
+            runtime.handed_key = bytes.fromhex(sys.stdin.readline().strip())
+        except ValueError:
+            raise AssistantError("The key handed to `sleep auto` is not hex.") from None
+        runtime.master_key  # noqa: B018 - a wrong key fails now, whatever the conditions
+    sleep_if_due(runtime, Sensors())
 
 
 @sleep.group("schedule", cls=_Group)

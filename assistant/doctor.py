@@ -52,12 +52,14 @@ def _backend_lines() -> Iterator[str]:
 
 
 def diagnose(runtime: Runtime) -> list[str]:
+    from assistant.sleep.auto import how_this_machine_sleeps
     from assistant.sleep.policy import NightWindow
     from assistant.sleep.schedule import Scheduler
     from assistant.store.keys import current_source
 
     lines = list(_sensor_lines(runtime))
     lines.append(f"key store: {current_source(runtime.database) or 'not set up yet'}")
+    lines.append(f"automatic sleep: {how_this_machine_sleeps(runtime)}")
     model = runtime.models.active()
     lines.append(f"model: {model.name if model else 'none registered'}")
     lines += list(_backend_lines())

@@ -15,7 +15,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -89,8 +89,13 @@ def _model_params_without_extra_buffers(llama_cpp) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class ExpertSpec:
+    """One expert as chat applies it: its GGUF LoRA at ``path`` (also its identity), or, for a
+    sealed expert, the bytes ``read`` decrypts, which llama.cpp loads from a private memory
+    file so the plaintext never reaches a disk."""
+
     path: Path
     scale: float = 1.0
+    read: Callable[[], bytes] | None = field(default=None, compare=False)
 
 
 class ChatEngine:
@@ -153,17 +158,11 @@ class ChatEngine:
     def set_experts(self, experts: Sequence[ExpertSpec]) -> None:
         """Apply exactly these experts with these scales, loading/freeing adapters as needed."""
         lib, ctx = self._lib, self.llm._ctx.ctx
-        experts = [ExpertSpec(Path(e.path), float(e.scale)) for e in experts]
+        experts = [replace(e, path=Path(e.path), scale=float(e.scale)) for e in experts]
         wanted = {e.path for e in experts}
         for spec in experts:
-            path = spec.path
-            if path not in self._adapters:
-                if not path.is_file():
-                    raise ModelError(f"The expert file {path} is missing.")
-                adapter = lib.llama_adapter_lora_init(self.llm._model.model, str(path).encode())
-                if not adapter:
-                    raise ModelError(f"llama.cpp refused the LoRA adapter {path.name}.")
-                self._adapters[path] = adapter
+            if spec.path not in self._adapters:
+                self._adapters[spec.path] = self._load_adapter(spec)
         if hasattr(lib, "llama_set_adapters_lora"):
             count = len(experts)
             handles = (lib.llama_adapter_lora_p_ctypes * max(count, 1))(
@@ -182,6 +181,21 @@ class ChatEngine:
             lib.llama_adapter_lora_free(self._adapters.pop(path))
         self._active = experts
         self.reset_cache()
+
+    def _load_adapter(self, spec: ExpertSpec) -> ctypes.c_void_p:
+        from assistant.store.private_file import private_file
+
+        if spec.read is None:
+            if not spec.path.is_file():
+                raise ModelError(f"The expert file {spec.path} is missing.")
+            source = nullcontext(spec.path)
+        else:
+            source = private_file(spec.read())
+        with source as path:
+            adapter = self._lib.llama_adapter_lora_init(self.llm._model.model, str(path).encode())
+        if not adapter:
+            raise ModelError(f"llama.cpp refused the LoRA adapter {spec.path.name}.")
+        return adapter
 
     def reset_cache(self) -> None:
         self.llm.reset()

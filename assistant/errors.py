@@ -43,3 +43,7 @@ class NoModelError(ModelError):
 
 class KeyStoreError(AssistantError):
     pass
+
+
+class DatabaseBusyError(AssistantError):
+    hint = "Close other assistant windows and run the command again."

@@ -1,12 +1,15 @@
 """The registry of learned LoRA experts (rows written by the sleep runner or an import).
 
-Each expert is a directory ``<data>/experts/<name>/`` holding the PEFT adapter
-(the training/interchange format) and its GGUF LoRA (what chat loads).
+Each expert is a directory ``<data>/experts/<name>/`` of sealed files (see
+``assistant.store.vault``): the PEFT adapter (the training/interchange format)
+and its GGUF LoRA (what chat loads). Its row holds the expert's key, wrapped by
+the master key with associated data binding the row's id, model and file
+hashes, so an edited row or a swapped file is refused.
 
 Removal is crash-safe in three steps: the rows are marked ``removing`` (chat
-stops applying them at once), their directories are deleted, then the rows and
-their probe sets go in one transaction. A removal killed half-way is finished
-by the next ``finish_removals``.
+stops applying them at once), their directories are deleted, then the rows
+(with their wrapped keys) and their probe sets go in one transaction. A removal
+killed half-way is finished by the next ``finish_removals``.
 """
 
 from __future__ import annotations
@@ -16,16 +19,23 @@ import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from assistant.errors import AssistantError
 from assistant.faults import crash_point
+from assistant.models.peft import PeftAdapter
+from assistant.store import vault
 from assistant.store.db import Database
+from assistant.store.memory import MemoryStore
+from assistant.store.sealed import expert_key_label
+
+if TYPE_CHECKING:
+    from assistant.engine import ExpertSpec
 
 ACTIVE, REMOVING = "active", "removing"
-# Inside an expert's directory: the PEFT adapter folder and the GGUF LoRA chat loads.
-PEFT_DIR, GGUF_FILE = "peft", "expert.gguf"
 _COLUMNS = (
-    "id, model_name, level, scale, status, peft_dir, gguf_path, created_at, sleep_id, rank, origin"
+    "id, model_name, level, scale, status, directory, created_at, sleep_id, rank, origin,"
+    " hashes, wrapped_key"
 )
 
 
@@ -36,22 +46,13 @@ class ExpertRecord:
     level: int
     scale: float
     status: str
-    peft_dir: Path
-    gguf_path: Path
+    directory: Path
     created_at: str
     sleep_id: int | None
     rank: int | None
     origin: str
-
-    @property
-    def directory(self) -> Path:
-        return self.peft_dir.parent
-
-    @property
-    def target_modules(self) -> list[str]:
-        config = json.loads((self.peft_dir / "adapter_config.json").read_text())
-        modules = config.get("target_modules") or []
-        return sorted([modules] if isinstance(modules, str) else modules)
+    hashes: dict[str, str]
+    wrapped_key: bytes | None  # None: a plaintext expert from before experts were sealed
 
     @property
     def size_bytes(self) -> int:
@@ -60,11 +61,43 @@ class ExpertRecord:
         return sum(f.stat().st_size for f in self.directory.rglob("*") if f.is_file())
 
 
+def key_label(expert_id: int, model_name: str, hashes: dict[str, str]) -> str:
+    row = {"id": expert_id, "model_name": model_name, "hashes": _canonical(hashes)}
+    return expert_key_label(row)
+
+
+def _canonical(hashes: dict[str, str]) -> str:
+    return json.dumps(hashes, sort_keys=True)
+
+
 def _record(row: tuple) -> ExpertRecord:
-    i, model, level, scale, status, peft, gguf, created, sleep_id, rank, origin = row
+    i, model, level, scale, status, directory, created, sleep_id, rank, origin, hashes, key = row
     return ExpertRecord(
-        i, model, level, scale, status, Path(peft), Path(gguf), created, sleep_id, rank, origin
+        i,
+        model,
+        level,
+        scale,
+        status,
+        Path(directory),
+        created,
+        sleep_id,
+        rank,
+        origin,
+        json.loads(hashes or "{}"),
+        None if key is None else bytes(key),
     )
+
+
+LEGACY_PEFT_DIR = "peft"  # where a plaintext expert kept its PEFT folder
+
+
+def _remove_plaintext(directory: Path) -> None:
+    legacy = [directory / LEGACY_PEFT_DIR, directory / vault.GGUF_FILE]
+    if not any(path.exists() for path in legacy):
+        return
+    shutil.rmtree(legacy[0], ignore_errors=True)
+    legacy[1].unlink(missing_ok=True)
+    vault.fsync_directory(directory)
 
 
 class ExpertRegistry:
@@ -97,8 +130,11 @@ class ExpertRegistry:
 
     def add(
         self,
+        memory: MemoryStore,
         model_name: str,
         directory: Path,
+        key: bytes,
+        hashes: dict[str, str],
         rank: int,
         *,
         scale: float = 1.0,
@@ -106,26 +142,78 @@ class ExpertRegistry:
         origin: str = "sleep",
         created_at: str,
     ) -> int:
-        """Register the expert whose files are complete in ``directory``; returns its id.
+        """Register the expert sealed under ``key`` in ``directory``; returns its id.
 
         Call inside the caller's transaction when other rows must commit with it.
         """
         cursor = self.database.execute(
-            "INSERT INTO experts (model_name, level, scale, status, peft_dir, gguf_path,"
-            " created_at, sleep_id, rank, origin) VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO experts (model_name, level, scale, status, directory, created_at,"
+            " sleep_id, rank, origin, hashes) VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 model_name,
                 scale,
                 ACTIVE,
-                str(directory / PEFT_DIR),
-                str(directory / GGUF_FILE),
+                str(directory),
                 created_at,
                 sleep_id,
                 rank,
                 origin,
+                _canonical(hashes),
             ],
         )
-        return int(cursor.lastrowid)
+        expert_id = int(cursor.lastrowid)
+        self._set_key(memory, expert_id, model_name, hashes, key)
+        return expert_id
+
+    def _set_key(
+        self, memory: MemoryStore, expert_id: int, model_name: str, hashes: dict, key: bytes
+    ) -> None:
+        self.database.execute(
+            "UPDATE experts SET hashes = ?, wrapped_key = ? WHERE id = ?",
+            [
+                _canonical(hashes),
+                memory.seal(key_label(expert_id, model_name, hashes), key),
+                expert_id,
+            ],
+        )
+
+    def open(self, memory: MemoryStore, expert: ExpertRecord) -> vault.SealedExpert:
+        """The expert's files with their key; fails if the row or the files were changed."""
+        if expert.wrapped_key is None:  # read before the unlock sealed it: read it again
+            expert = self._select("id = ?", [expert.id])[0]
+        key = memory.unseal(
+            key_label(expert.id, expert.model_name, expert.hashes), expert.wrapped_key
+        )
+        return vault.SealedExpert(expert.directory, key, expert.hashes, f"expert {expert.id}")
+
+    def chat_spec(self, memory: MemoryStore, expert: ExpertRecord) -> ExpertSpec:
+        """The expert as chat applies it: its GGUF LoRA, decrypted when llama.cpp loads it."""
+        from assistant.engine import ExpertSpec
+
+        sealed = self.open(memory, expert)
+        return ExpertSpec(sealed.path(vault.GGUF_FILE), expert.scale, read=sealed.gguf)
+
+    def seal_plaintext(self, memory: MemoryStore) -> list[int]:
+        """Seal every expert still stored in plaintext (from before experts were sealed).
+
+        Crash-safe: the sealed files are written and made durable, the row gets its key
+        and hashes in one statement, and only then are the plaintext files removed. A run
+        killed before the row update starts over; one killed after it only has leftover
+        plaintext to remove, which the next run does.
+        """
+        sealed = []
+        for expert in self._select("wrapped_key IS NULL", []):
+            adapter = PeftAdapter.read(expert.directory / LEGACY_PEFT_DIR)
+            gguf = (expert.directory / vault.GGUF_FILE).read_bytes()
+            key = vault.new_key()
+            hashes = vault.seal_expert(expert.directory, key, adapter, gguf)
+            crash_point("expert-sealed")
+            with self.database.transaction():
+                self._set_key(memory, expert.id, expert.model_name, hashes, key)
+            sealed.append(expert.id)
+        for expert in self._select("wrapped_key IS NOT NULL", []):
+            _remove_plaintext(expert.directory)
+        return sealed
 
     def remove(self, experts: Iterable[ExpertRecord]) -> list[int]:
         """Remove these experts' rows, files and probe sets; returns the ids removed."""
@@ -153,4 +241,5 @@ class ExpertRegistry:
                     f"DELETE FROM expert_probes WHERE expert_id IN ({marks})", ids
                 )
                 self.database.execute(f"DELETE FROM experts WHERE id IN ({marks})", ids)
+            self.database.purge_log()  # the deleted keys' bytes must not linger in the WAL
         return ids

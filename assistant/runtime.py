@@ -22,6 +22,7 @@ from assistant.store.memory import MemoryStore
 class Runtime:
     paths: Paths = field(default_factory=lambda: Paths.discover().ensure())
     passphrase_prompt: PassphrasePrompt | None = None
+    handed_key: bytes | None = None  # the master key, passed on by the process that unlocked it
     notice: Callable[[str], None] = lambda _: None  # one-line news for the user
 
     @cached_property
@@ -41,9 +42,15 @@ class Runtime:
         return ExpertRegistry(self.database)
 
     @cached_property
+    def master_key(self) -> bytes:
+        return unlock(self.database, self.paths.key_file, self.passphrase_prompt, self.handed_key)
+
+    @cached_property
     def memory(self) -> MemoryStore:
-        key = unlock(self.database, self.paths.key_file, self.passphrase_prompt)
-        return MemoryStore(self.database, key)
+        store = MemoryStore(self.database, self.master_key)
+        if self.experts.seal_plaintext(store):
+            self.notice("Sealed the experts learned before experts were encrypted.")
+        return store
 
     def require_model(self) -> ModelRecord:
         """The active model; with none registered yet, the packaged starter, registered now."""
@@ -70,7 +77,7 @@ class Runtime:
     def expert_specs(self) -> list[ExpertSpec]:
         """Every committed expert of the active model, as chat applies it."""
         model = self.require_model()
-        return [ExpertSpec(e.gguf_path, e.scale) for e in self.experts.active(model.name)]
+        return [self.experts.chat_spec(self.memory, e) for e in self.experts.active(model.name)]
 
     def load_engine(self) -> ChatEngine:
         """The active model with every committed expert applied at its scale."""

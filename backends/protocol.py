@@ -1,6 +1,6 @@
 """The interface the sleep runner trains through, the same for torch and MLX (DESIGN.md §10).
 
-Only token ids, numpy arrays and paths cross it, so the runner never imports
+Only token ids, numpy arrays and adapters held in memory cross it, so the runner never imports
 a training framework. The "teacher" is the model before tonight's sleep (base
 plus the experts already learned); the "student" is the teacher plus the one
 new expert being trained. Only the new expert ever changes.
@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from assistant.models.peft import PeftAdapter
 
 # Every linear layer of a Llama/Qwen2 block: facts live in the MLP as much as in attention.
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -23,7 +24,7 @@ ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "d
 class LearnedExpert:
     """An expert from an earlier night, applied frozen at its scale."""
 
-    peft_dir: Path
+    adapter: PeftAdapter
     scale: float = 1.0
 
 
@@ -122,6 +123,6 @@ class Backend(Protocol):
         """Continue from ``training_state``'s bytes as if training had never stopped."""
         ...
 
-    def save_expert(self, out_dir: Path) -> Path:
-        """Write the new expert as a PEFT adapter directory (the interchange format)."""
+    def export_expert(self) -> PeftAdapter:
+        """The new expert as a PEFT adapter (the interchange format), in memory."""
         ...

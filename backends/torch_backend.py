@@ -9,8 +9,7 @@ scale to zero rather than swapping adapters, so both views share one model.
 from __future__ import annotations
 
 import io
-import shutil
-import tempfile
+import json
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ from assistant.backends.protocol import (
     common_prefix,
 )
 from assistant.errors import ModelError
+from assistant.models.peft import PeftAdapter
 
 NEW = "tonight"  # adapter name of the expert being trained
 
@@ -62,7 +62,7 @@ class TorchBackend:
         device: str = "auto",
     ) -> None:
         import torch
-        from peft import LoraConfig, PeftModel, get_peft_model
+        from peft import LoraConfig
         from peft.tuners.lora import LoraLayer
         from transformers import AutoModelForCausalLM
 
@@ -78,20 +78,15 @@ class TorchBackend:
             lora_dropout=0.0,
             task_type="CAUSAL_LM",
         )
-        torch.manual_seed(new_expert.seed)
         scales = {f"learned{i}": e.scale for i, e in enumerate(learned)}
         with warnings.catch_warnings():
             # peft calls a transformers API that warns of its own deprecation; nothing to act on.
             warnings.simplefilter("ignore", FutureWarning)
-            if learned:
-                model = PeftModel.from_pretrained(
-                    base, learned[0].peft_dir, adapter_name="learned0"
-                )
-                for i, expert in enumerate(learned[1:], 1):
-                    model.load_adapter(expert.peft_dir, adapter_name=f"learned{i}")
-                model.add_adapter(NEW, new_config)
-            else:
-                model = get_peft_model(base, new_config, adapter_name=NEW)
+            model = base
+            for name, expert in zip(scales, learned, strict=True):
+                model = _with_adapter(model, name, expert.adapter)
+            torch.manual_seed(new_expert.seed)
+            model = _with_adapter(model, NEW, new_config)
         model.base_model.set_adapter([*scales, NEW])
         lora_layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
         for layer in lora_layers:
@@ -283,13 +278,46 @@ class TorchBackend:
                 param.copy_(saved["expert"][name])
         self._optimizer.load_state_dict(saved["optimizer"])
 
-    def save_expert(self, out_dir: Path) -> Path:
-        """PEFT writes a named adapter into a subfolder; it is moved to ``out_dir``."""
-        out_dir = Path(out_dir)
-        with tempfile.TemporaryDirectory(dir=out_dir.parent) as scratch:
-            self.model.save_pretrained(scratch, selected_adapters=[NEW])
-            shutil.move(str(Path(scratch) / NEW), str(out_dir))
-        return out_dir
+    def export_expert(self) -> PeftAdapter:
+        from peft import get_peft_model_state_dict
+        from safetensors.torch import save
+
+        tensors = get_peft_model_state_dict(self.model, adapter_name=NEW)
+        config = self.model.peft_config[NEW].to_dict()
+        config.update(inference_mode=True, base_model_name_or_path=None)
+        serializable = json.loads(json.dumps(config, default=_json_value))
+        weights = save({k: v.detach().to("cpu", self._torch.float32) for k, v in tensors.items()})
+        return PeftAdapter(serializable, weights)
+
+
+def _json_value(value: object) -> object:
+    """What PEFT's own config writer does with the values JSON lacks: sets become lists."""
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    raise TypeError(f"cannot write {type(value).__name__} in an adapter config")
+
+
+def _with_adapter(model, name: str, adapter):
+    """``model`` with one more LoRA adapter: a learned one (a ``PeftAdapter``, weights loaded
+    from memory) or a new one (a ``LoraConfig``, freshly initialised)."""
+    from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
+
+    config = (
+        adapter if isinstance(adapter, LoraConfig) else LoraConfig.from_peft_type(**adapter.config)
+    )
+    if isinstance(model, PeftModel):
+        model.add_adapter(name, config)
+    else:
+        model = get_peft_model(model, config, adapter_name=name)
+    if not isinstance(adapter, LoraConfig):
+        from safetensors.torch import load
+
+        result = set_peft_model_state_dict(model, load(adapter.weights), adapter_name=name)
+        if result.unexpected_keys:
+            raise ModelError(
+                f"The expert's adapter has tensors this model lacks: {result.unexpected_keys[:3]}"
+            )
+    return model
 
 
 def _eos_ids(generation_config) -> set[int]:

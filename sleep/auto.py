@@ -1,7 +1,17 @@
-"""`assistant sleep auto`: what the scheduled job runs every quarter hour of the night."""
+"""`assistant sleep auto`: what the scheduled job runs every quarter hour of the night, and
+how a memory locked with a passphrase sleeps at all.
+
+A passphrase is never stored, so the scheduled job cannot unlock such a memory. There
+the open, unlocked chat app runs the night instead: when every condition holds it starts
+``sleep auto`` in a subprocess and hands it the key over a pipe (never a file, never the
+environment). ``how_this_machine_sleeps`` says which way applies, for `sleep why` and
+`doctor`.
+"""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import datetime
 
@@ -9,6 +19,27 @@ from assistant.runtime import Runtime
 from assistant.sleep.policy import Sensors, Watch, evaluate
 
 LOG_FILE = "sleep-auto.log"
+KEY_ON_STDIN = "--key-on-stdin"  # `sleep auto` reads the master key (hex) from its stdin
+PASSPHRASE_ONLY = (
+    "the memory is locked with a passphrase, which is never stored, so the scheduled job"
+    " cannot unlock it; the open chat app sleeps for you: leave `assistant` open and"
+    " unlocked overnight (or run `assistant sleep --now`)"
+)
+
+
+def how_this_machine_sleeps(runtime: Runtime) -> str:
+    """One line: who can start a night here, and what the person must do for it."""
+    from assistant.store.keys import current_source, unattended
+
+    source = current_source(runtime.database)
+    if source is None:
+        return "no memory key yet: sleep can start once you have chatted"
+    if unattended(runtime.database):
+        return (
+            f"the scheduled job unlocks the memory itself ({source}); install it with"
+            " `assistant sleep schedule install` if `sleep schedule show` says it is missing"
+        )
+    return PASSPHRASE_ONLY
 
 
 def sleep_if_due(
@@ -22,10 +53,13 @@ def sleep_if_due(
     from assistant.sleep.options import SleepOptions, stop_on_signals
     from assistant.sleep.runner import SleepRunner
     from assistant.sleep.state import SleepBusyError
+    from assistant.store.keys import unattended
 
     verdict = evaluate(runtime.config, runtime.database, runtime.paths.data_dir, sensors)
     if not verdict.holds:
         return _log(runtime, f"not sleeping: {', '.join(verdict.blockers)}")
+    if runtime.handed_key is None and not unattended(runtime.database):
+        return _log(runtime, f"not sleeping: {how_this_machine_sleeps(runtime)}")
     _log(runtime, "sleeping")
     watch = Watch(runtime.config, runtime.paths.data_dir, sensors)
     try:
@@ -39,6 +73,29 @@ def sleep_if_due(
         f"sleep {report.sleep_id}: {report.outcome}"
         + (f" ({report.reason})" if report.reason else ""),
     )
+
+
+def sleep_through_app(runtime: Runtime, sensors: Sensors) -> subprocess.Popen | None:
+    """What the open, unlocked app does for a memory the scheduled job cannot unlock: start
+    `sleep auto` in a subprocess when every condition holds, the key handed over a pipe.
+    Returns the process, or None when there is nothing to start."""
+    from assistant.sleep.state import sleep_running
+    from assistant.store.keys import unattended
+
+    if unattended(runtime.database) or sleep_running(runtime.paths.sleep_lock):
+        return None
+    if not evaluate(runtime.config, runtime.database, runtime.paths.data_dir, sensors).holds:
+        return None
+    process = subprocess.Popen(
+        [sys.executable, "-m", "assistant", "sleep", "auto", KEY_ON_STDIN],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,  # what happened goes to sleep-auto.log
+    )
+    assert process.stdin is not None
+    process.stdin.write(runtime.master_key.hex().encode() + b"\n")
+    process.stdin.close()
+    return process
 
 
 def _log(runtime: Runtime, line: str) -> str:

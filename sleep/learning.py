@@ -18,6 +18,7 @@ from pathlib import Path
 from assistant.backends.protocol import Backend
 from assistant.errors import AssistantError
 from assistant.faults import crash_point
+from assistant.models.peft import PeftAdapter
 from assistant.runtime import Runtime
 from assistant.sleep import triage, verify, wake
 from assistant.sleep.checkpoint import PROBES, Checkpoints, NightState
@@ -26,6 +27,7 @@ from assistant.sleep.probes import Probe
 from assistant.sleep.report import CONSOLIDATED, KEPT, NOTHING_NEW, SleepReport
 from assistant.sleep.seeding import Hooks, KnowledgeSeeding, SeedingSettings, export_expert
 from assistant.sleep.teacher import Teacher
+from assistant.store import vault
 
 # Room left after the teacher's note for a probe question and its answer.
 QUESTION_ROOM_TOKENS = 64
@@ -67,6 +69,7 @@ class Learning:
         self.checkpointed = False
         self.saved_at = time.monotonic()
         self.backend: Backend | None = None
+        self.expert: vault.SealedExpert | None = None  # once saved
 
     def learn(self, turns: list) -> list[Probe]:
         """Fills the report; returns the probes the verified expert keeps (its files are then
@@ -76,8 +79,9 @@ class Learning:
         from assistant.models.hf_weights import read_config
 
         stage, report, night, config = self.stage, self.report, self.night, self.config
-        model = self.runtime.require_model()
-        learned = self.runtime.experts.active(model.name)
+        model = self.runtime.models.get(report.model)
+        experts = self.runtime.experts
+        learned = experts.active(model.name)
         with stage(report, "N2 light"):
             _check_integrity(self.runtime, learned)
             engine = ChatEngine(
@@ -93,14 +97,12 @@ class Learning:
             engine.close()
             report.outcome = NOTHING_NEW
             return []
-        scratch = self.scratch
-        shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir(mode=0o700)
         try:
             with stage(report, "N3 load"):
                 hf_dir = self.runtime.training_dir(model)
+                sealed = [(experts.open(self.runtime.memory, e), e.scale) for e in learned]
                 self.backend = _load_backend(
-                    hf_dir, learned, self.options, config.sleep_rank, self.seed
+                    hf_dir, sealed, self.options, config.sleep_rank, self.seed
                 )
                 report.backend = f"{self.backend.name}/{self.backend.device}"
                 if night.backend:
@@ -112,15 +114,13 @@ class Learning:
                 self._settings(),
                 Hooks(self.progress, self._check_stop, self._checkpoint_if_due),
                 read_config(hf_dir),
-                scratch,
             )
-            return self._seed_and_verify(seeding, notes, earlier, scratch)
+            return self._seed_and_verify(seeding, notes, earlier)
         finally:
             engine.close()
-            shutil.rmtree(scratch, ignore_errors=True)  # gone already if the expert was saved
 
     def _seed_and_verify(
-        self, seeding: KnowledgeSeeding, notes: list[str], earlier: list[Probe], scratch: Path
+        self, seeding: KnowledgeSeeding, notes: list[str], earlier: list[Probe]
     ) -> list[Probe]:
         stage, report, night = self.stage, self.report, self.night
         try:
@@ -161,8 +161,7 @@ class Learning:
             report.outcome, report.reason = KEPT, verdict.reason
             return []
         with stage(report, "save"):
-            export_expert(self.backend, seeding.hf_config, scratch)
-            os.replace(scratch, self.expert_dir)
+            self._save(*export_expert(self.backend, seeding.hf_config))
         report.outcome = CONSOLIDATED
         report.learned = [p.question for p in checks.passed_probes][:10]
         return checks.passed_probes
@@ -209,6 +208,18 @@ class Learning:
         if reason:
             raise SleepInterrupted(reason)
 
+    def _save(self, adapter: PeftAdapter, gguf: bytes) -> None:
+        """Seal the verified expert under a new key into its directory, durably. A save
+        killed before the night is recorded VERIFIED left a directory no row points to: it
+        is replaced."""
+        key = vault.new_key()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        hashes = vault.seal_expert(self.scratch, key, adapter, gguf)
+        shutil.rmtree(self.expert_dir, ignore_errors=True)
+        os.replace(self.scratch, self.expert_dir)
+        vault.fsync_directory(self.expert_dir.parent)
+        self.expert = vault.SealedExpert(self.expert_dir, key, hashes, "tonight's expert")
+
     def _save_checkpoint(self) -> None:
         night = self.night
         if self.backend is not None:
@@ -236,17 +247,21 @@ def _check_integrity(runtime: Runtime, learned) -> None:
             hint="Restore the data directory from a backup.",
         )
     for expert in learned:
-        if (
-            not (expert.peft_dir / "adapter_config.json").is_file()
-            or not expert.gguf_path.is_file()
-        ):
+        names = expert.hashes or {vault.GGUF_FILE: ""}
+        if not all((expert.directory / (name + vault.SUFFIX)).is_file() for name in names):
             raise AssistantError(
                 f"The files of expert {expert.id} are missing or incomplete; nothing was changed.",
                 hint="Restore the data directory from a backup.",
             )
 
 
-def _load_backend(hf_dir: Path, learned, options: SleepOptions, rank: int, seed: int):
+def _load_backend(
+    hf_dir: Path,
+    learned: list[tuple[vault.SealedExpert, float]],
+    options: SleepOptions,
+    rank: int,
+    seed: int,
+):
     from assistant.backends.protocol import LearnedExpert, NewExpert
 
     if options.backend not in ("auto", "torch"):
@@ -257,7 +272,7 @@ def _load_backend(hf_dir: Path, learned, options: SleepOptions, rank: int, seed:
 
     return TorchBackend(
         hf_dir,
-        [LearnedExpert(e.peft_dir, e.scale) for e in learned],
+        [LearnedExpert(e.adapter(), scale) for e, scale in learned],
         NewExpert(rank=rank, alpha=2.0 * rank, seed=seed),
         device=options.device,
     )

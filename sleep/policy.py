@@ -126,13 +126,17 @@ def evaluate(config: Config, database: Database, data_dir: Path, sensors: Sensor
     )
 
     idle = sensors.idle()
-    app_idle = Heartbeat(data_dir).seconds_since(now.timestamp())
+    heartbeat = Heartbeat(data_dir)
+    app_idle = heartbeat.seconds_since(now.timestamp())
+    app_text = f"chat app {_minutes(app_idle.value)}"
+    if heartbeat.is_open(now.timestamp()):
+        app_text = f"chat app open, no input for {_minutes(app_idle.value)}"
     if idle.known:
         away = min(idle.value, app_idle.value)
-        text = f"{_minutes(idle.value)} ({idle.source}); chat app {_minutes(app_idle.value)}"
+        text = f"{_minutes(idle.value)} ({idle.source}); {app_text}"
     else:
         away = app_idle.value
-        text = f"OS idle time unknown ({idle.source}: {idle.detail}); chat app {_minutes(away)}"
+        text = f"OS idle time unknown ({idle.source}: {idle.detail}); {app_text}"
     conditions.append(Condition("idle", f"{text}; needs {_minutes(min_idle)}", away >= min_idle))
 
     conditions.append(

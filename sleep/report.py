@@ -27,6 +27,7 @@ class SleepReport:
     epochs: list[int] = field(default_factory=list)
     expert_id: int | None = None
     learned: list[str] = field(default_factory=list)
+    model: str = ""  # the base model the night learns on, from its start to its commit
     backend: str = ""  # the training backend and device, e.g. "torch/cpu"
     # Counts only: how many notes, probes and other questions the night worked with.
     notes: int = 0

@@ -48,7 +48,7 @@ class SleepRunner:
         self.runtime = runtime
         self.options = options or SleepOptions()
         self.progress = progress
-        self.log = state.SleepLog(runtime.database)
+        self.log = state.SleepLog(runtime.database, runtime.memory)
         self.checkpoints = Checkpoints(
             runtime.paths.checkpoints_dir, runtime.database, runtime.memory
         )
@@ -85,6 +85,7 @@ class SleepRunner:
                 sleep_id, epochs = begin_night(self.log, store)
             report.sleep_id = sleep_id
             night = NightState(*self.basis())
+            report.model = night.model
         turns = store.unconsolidated(epochs)
         report.epochs, report.turns = epochs, len(turns)
         if not turns:
@@ -108,8 +109,8 @@ class SleepRunner:
             return self._finish_without_commit(
                 report, state.PAUSED if learning.checkpointed else state.DONE
             )
-        self.checkpoints.discard(sleep_id)
         if report.outcome == KEPT:
+            self.checkpoints.discard(sleep_id)
             return self._finish_without_commit(report)
         sealed_report = store.seal(f"sleep-report:{sleep_id}", report.to_json())
         if report.outcome == NOTHING_NEW:
@@ -121,6 +122,7 @@ class SleepRunner:
                 state.VERIFIED,
                 report=sealed_report,
                 probes=wake.seal_probes(self.runtime, f"sleep-probes:{sleep_id}", kept),
+                expert_key=wake.seal_expert_key(self.runtime, sleep_id, learning.expert),
             )
             crash_point("verified")
         return self._wake(sleep_id)
@@ -146,7 +148,10 @@ class SleepRunner:
         return report
 
     def _wake(self, sleep_id: int) -> SleepReport:
+        """Commit and shred. The checkpoint goes only now: a night killed before it was
+        recorded VERIFIED resumes from it."""
         began = time.monotonic()
+        self.checkpoints.discard(sleep_id)
         expert_dir = wake.expert_dir(self.experts_dir, sleep_id)
         report = wake.wake(self.runtime, self.log, sleep_id, expert_dir)
         report.stage_seconds["wake-up"] = round(time.monotonic() - began, 3)
@@ -159,7 +164,7 @@ class SleepRunner:
         one's report, the one to resume)."""
         finished = paused = None
         for row in self.log.unfinished():
-            if row.stage in (state.VERIFIED, state.COMMITTED, state.SHREDDING):
+            if row.stage in state.AFTER_VERIFICATION:
                 self.progress(f"finishing the sleep interrupted at {row.stage!r}")
                 finished = self._wake(row.id)
             elif row.stage in (state.PAUSED, state.LEARNING) and paused is None:
@@ -192,8 +197,7 @@ class SleepRunner:
     def _remove_orphans(self) -> None:
         """Delete expert directories no registry row points to (from a run killed mid-way)."""
         referenced = {
-            Path(r[0]).parent.name
-            for r in self.runtime.database.execute("SELECT peft_dir FROM experts")
+            Path(r[0]).name for r in self.runtime.database.execute("SELECT directory FROM experts")
         }
         for entry in self.experts_dir.iterdir():
             if entry.name not in referenced:

@@ -17,16 +17,13 @@ its last checkpoint.
 from __future__ import annotations
 
 import random
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from assistant.backends.protocol import Backend, Lesson
-from assistant.experts import GGUF_FILE, PEFT_DIR
 from assistant.faults import crash_point
+from assistant.models.peft import PeftAdapter
 from assistant.sleep import lessons, probes, verify
 from assistant.sleep.anchors import ANCHOR_PROMPTS
 from assistant.sleep.checkpoint import TRAINING, NightState
@@ -65,12 +62,12 @@ class Hooks:
     checkpoint_if_due: Callable[[], None]
 
 
-def export_expert(backend: Backend, hf_config: dict, directory: Path) -> Path:
-    """The new expert as PEFT and as a GGUF LoRA in ``directory``; returns the GGUF path."""
-    from assistant.models.lora_gguf import write_gguf_lora
+def export_expert(backend: Backend, hf_config: dict) -> tuple[PeftAdapter, bytes]:
+    """The new expert as a PEFT adapter and as a GGUF LoRA, in memory."""
+    from assistant.models.lora_gguf import gguf_lora
 
-    backend.save_expert(directory / PEFT_DIR)
-    return write_gguf_lora(directory / PEFT_DIR, hf_config, directory / GGUF_FILE)
+    adapter = backend.export_expert()
+    return adapter, gguf_lora(adapter, hf_config)
 
 
 class KnowledgeSeeding:
@@ -82,7 +79,6 @@ class KnowledgeSeeding:
         settings: SeedingSettings,
         hooks: Hooks,
         hf_config: dict,
-        scratch: Path,
     ) -> None:
         self.teacher = teacher
         self.backend = backend
@@ -90,7 +86,6 @@ class KnowledgeSeeding:
         self.settings = settings
         self.hooks = hooks
         self.hf_config = hf_config
-        self.scratch = scratch  # a private directory for candidate experts
         self.end_of_turn = teacher.engine.end_of_turn
 
     # -- 1. probes ------------------------------------------------------------------
@@ -249,13 +244,10 @@ class KnowledgeSeeding:
 
     @contextmanager
     def candidate(self) -> Iterator[None]:
-        """The expert as trained so far, applied in the chat engine; its files removed after."""
-        directory = Path(tempfile.mkdtemp(dir=self.scratch))
-        try:
-            with self.teacher.candidate(export_expert(self.backend, self.hf_config, directory)):
-                yield
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
+        """The expert as trained so far, applied in the chat engine (from memory: no file)."""
+        _, gguf = export_expert(self.backend, self.hf_config)
+        with self.teacher.candidate(gguf):
+            yield
 
     def verify(self, earlier: list[Probe]) -> verify.Checks:
         night = self.night

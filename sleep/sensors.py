@@ -21,6 +21,8 @@ CommandRunner = Callable[[Sequence[str]], "str | None"]
 
 SYS_POWER_SUPPLY = Path("/sys/class/power_supply")
 HEARTBEAT_FILE = "chat.heartbeat"
+OPEN_FILE = "chat.open"
+HEARTBEAT_SECONDS = 20  # how often an open chat app says it is still open
 
 
 @dataclass(frozen=True)
@@ -205,28 +207,51 @@ def read_idle_seconds(
 
 # -- the chat app's own activity ---------------------------------------------------------
 class Heartbeat:
-    """A file whose modification time is the chat app's last sign of life.
+    """Two file times: the person's last use of the chat app, and the app saying it is open.
 
-    The app touches it when it opens, on every keystroke-driven action and
-    every few seconds while open; a running sleep watches it to wake up.
+    The app records a use when it opens and on every key press or click; a running
+    sleep watches that to wake up, and idleness counts from it. Separately, the app
+    beats every ``HEARTBEAT_SECONDS`` while open, so an app left open reads as open
+    but idle, never as in use.
     """
 
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / HEARTBEAT_FILE
+        self.open_path = data_dir / OPEN_FILE
 
     def beat(self) -> None:
-        self.path.touch(mode=0o600)
-        os.utime(self.path)
+        """The person used the app just now."""
+        _touch(self.path)
+
+    def beat_open(self) -> None:
+        """The app is still open (said by a timer, not by the person)."""
+        _touch(self.open_path)
 
     def last(self) -> float | None:
-        """Unix time of the last beat, or None if the app never ran."""
-        try:
-            return self.path.stat().st_mtime
-        except FileNotFoundError:
-            return None
+        """Unix time of the last use, or None if the app never ran."""
+        return _mtime(self.path)
 
     def seconds_since(self, now: float | None = None) -> Reading:
+        """Seconds since the last use."""
         last = self.last()
         if last is None:
             return Reading(float("inf"), "chat app", "never opened")
         return Reading(max(0.0, (time.time() if now is None else now) - last), "chat app")
+
+    def is_open(self, now: float | None = None) -> bool:
+        """Whether the app beat recently enough to be open (three beats' grace)."""
+        beat = _mtime(self.open_path)
+        now = time.time() if now is None else now
+        return beat is not None and now - beat < 3 * HEARTBEAT_SECONDS
+
+
+def _touch(path: Path) -> None:
+    path.touch(mode=0o600)
+    os.utime(path)
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return None

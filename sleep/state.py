@@ -14,17 +14,28 @@ Stages, in order (each is recorded before the work that depends on it):
 A crash before ``verified`` loses nothing (the epochs are untouched) and the
 next run starts over (or resumes a paused night); from ``verified`` on, the
 next run finishes the job.
+
+Each row's state (times, stage, outcome, epochs, expert) is sealed under the master
+key in ``state_seal``, so a row edited in the file is refused instead of making a
+night shred other epochs or commit a planted expert. Rows written before the seal
+existed are sealed as they are the first time a key opens the store (the
+``sleep_state_sealed`` meta row marks it done); after that, a row without a seal
+is refused too. What a seal cannot stop: an old, authentic copy of the same row
+put back (a rollback of the whole file).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from assistant.errors import AssistantError
+from assistant.errors import AssistantError, TamperedError
 from assistant.store.db import Database
+from assistant.store.memory import MemoryStore
 
 COLLECTING, LEARNING, PAUSED, VERIFIED, COMMITTED, SHREDDING, DONE = (
     "collecting",
@@ -35,6 +46,8 @@ COLLECTING, LEARNING, PAUSED, VERIFIED, COMMITTED, SHREDDING, DONE = (
     "shredding",
     "done",
 )
+# A night at one of these stages has a verified expert and finishes on the next run.
+AFTER_VERIFICATION = (VERIFIED, COMMITTED, SHREDDING)
 # An interrupted sleep that had not verified is closed with this outcome and started afresh.
 ABANDONED = "abandoned"
 
@@ -60,28 +73,88 @@ class SleepRow:
     probes: bytes | None
 
 
-class SleepLog:
-    """Reads and advances the ``sleeps`` table."""
+_STATE_COLUMNS = ("started_at", "finished_at", "stage", "outcome", "epochs", "expert_id")
+SEALED_META_KEY = "sleep_state_sealed"
 
-    def __init__(self, database: Database) -> None:
+
+class SleepLog:
+    """Reads and advances the ``sleeps`` table, refusing rows whose state was edited."""
+
+    def __init__(self, database: Database, store: MemoryStore) -> None:
         self.database = database
+        self.store = store
+        if database.get_meta(SEALED_META_KEY) is None:
+            self._seal_existing_rows()
+
+    def _seal(self, sleep_id: int, state: dict[str, object]) -> bytes:
+        data = json.dumps([state[name] for name in _STATE_COLUMNS]).encode()
+        return self.store.seal(f"sleep-state:{sleep_id}", data)
+
+    def _seal_existing_rows(self) -> None:
+        with self.database.transaction():
+            rows = self.database.execute(
+                f"SELECT id, {', '.join(_STATE_COLUMNS)} FROM sleeps WHERE state_seal IS NULL"
+            ).fetchall()
+            for sleep_id, *values in rows:
+                seal = self._seal(sleep_id, dict(zip(_STATE_COLUMNS, values, strict=True)))
+                self.database.execute(
+                    "UPDATE sleeps SET state_seal = ? WHERE id = ?", [seal, sleep_id]
+                )
+            self.database.set_meta(SEALED_META_KEY, now())
+
+    def _verify(self, sleep_id: int, state: dict[str, object], seal: bytes | None) -> None:
+        refused = TamperedError(
+            f"The record of sleep {sleep_id} was changed outside the assistant (its stage,"
+            " epochs or expert): the night is refused, nothing is shredded or committed.",
+        )
+        if seal is None:
+            raise refused
+        try:
+            sealed = self.store.unseal(f"sleep-state:{sleep_id}", seal)
+        except TamperedError:
+            raise refused from None
+        if json.loads(sealed) != [state[name] for name in _STATE_COLUMNS]:
+            raise refused
 
     def _rows(self, where: str, params: list) -> list[SleepRow]:
         rows = self.database.execute(
-            "SELECT id, started_at, finished_at, stage, outcome, epochs, expert_id, report,"
-            f" probes FROM sleeps {where}",
+            f"SELECT id, {', '.join(_STATE_COLUMNS)}, report, probes, state_seal FROM sleeps"
+            f" {where}",
             params,
         ).fetchall()
-        return [
-            SleepRow(i, s, f, st, o, json.loads(e), x, _blob(r), _blob(p))
-            for i, s, f, st, o, e, x, r, p in rows
-        ]
+        verified = []
+        for sleep_id, *values, report, probes, seal in rows:
+            state = dict(zip(_STATE_COLUMNS, values, strict=True))
+            self._verify(sleep_id, state, _blob(seal))
+            verified.append(
+                SleepRow(
+                    sleep_id,
+                    state["started_at"],
+                    state["finished_at"],
+                    state["stage"],
+                    state["outcome"],
+                    json.loads(state["epochs"]),
+                    state["expert_id"],
+                    _blob(report),
+                    _blob(probes),
+                )
+            )
+        return verified
 
     def start(self) -> int:
-        cursor = self.database.execute(
-            "INSERT INTO sleeps (started_at, stage) VALUES (?, ?)", [now(), COLLECTING]
-        )
-        return int(cursor.lastrowid)
+        state = dict.fromkeys(_STATE_COLUMNS)
+        state.update(started_at=now(), stage=COLLECTING, epochs="[]")
+        with self.database.transaction():
+            cursor = self.database.execute(
+                "INSERT INTO sleeps (started_at, stage) VALUES (?, ?)",
+                [state["started_at"], COLLECTING],
+            )
+            sleep_id = int(cursor.lastrowid)
+            self.database.execute(
+                "UPDATE sleeps SET state_seal = ? WHERE id = ?",
+                [self._seal(sleep_id, state), sleep_id],
+            )
+        return sleep_id
 
     def get(self, sleep_id: int) -> SleepRow:
         return self._rows("WHERE id = ?", [sleep_id])[0]
@@ -95,15 +168,29 @@ class SleepLog:
         return rows[0] if rows else None
 
     def advance(self, sleep_id: int, stage: str, **columns: object) -> None:
-        """Set the stage (and any other columns) of a sleep in one statement."""
+        """Set the stage (and any other columns) of a verified sleep row, and its new seal,
+        in one statement."""
         if "epochs" in columns:
             columns["epochs"] = json.dumps(columns["epochs"])
         if stage in (DONE, PAUSED):
             columns["finished_at"] = now()
-        sets = ", ".join(f"{name} = ?" for name in ["stage", *columns])
-        self.database.execute(
-            f"UPDATE sleeps SET {sets} WHERE id = ?", [stage, *columns.values(), sleep_id]
-        )
+        columns["stage"] = stage
+        with self.database.lock:
+            row = self.get(sleep_id)
+            state = {
+                "started_at": row.started_at,
+                "finished_at": row.finished_at,
+                "stage": row.stage,
+                "outcome": row.outcome,
+                "epochs": json.dumps(row.epochs),
+                "expert_id": row.expert_id,
+            }
+            state.update((name, value) for name, value in columns.items() if name in state)
+            columns["state_seal"] = self._seal(sleep_id, state)
+            sets = ", ".join(f"{name} = ?" for name in columns)
+            self.database.execute(
+                f"UPDATE sleeps SET {sets} WHERE id = ?", [*columns.values(), sleep_id]
+            )
 
 
 def _blob(value: bytes | None) -> bytes | None:
@@ -130,6 +217,34 @@ class SleepLock:
 
     def __exit__(self, *exc: object) -> None:
         self._lock.release()
+
+
+@contextmanager
+def sleep_held_off(lock_path: Path, database: Database, change: str) -> Iterator[None]:
+    """Make a change a night depends on (the active model, its experts) with no night
+    running and none waiting to commit: a night learns on one model from start to commit."""
+    try:
+        lock = SleepLock(lock_path).__enter__()
+    except SleepBusyError:
+        raise SleepBusyError(
+            f"A sleep is running, so {change} has to wait: the night learns on the model it"
+            " started with.",
+            hint="Wait for it to end (`assistant sleep status`) or stop it, then run this again.",
+        ) from None
+    try:
+        marks = ",".join("?" * len(AFTER_VERIFICATION))
+        waiting = database.execute(
+            f"SELECT id FROM sleeps WHERE stage IN ({marks})", list(AFTER_VERIFICATION)
+        ).fetchone()
+        if waiting:
+            raise AssistantError(
+                f"Sleep {waiting[0]} learned an expert that is not committed yet, so {change}"
+                " has to wait.",
+                hint="Run `assistant sleep --now` to finish that night first.",
+            )
+        yield
+    finally:
+        lock.__exit__()
 
 
 def sleep_running(lock_path: Path) -> bool:

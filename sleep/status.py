@@ -40,7 +40,7 @@ SHOWN_META_KEY = "sleep_report_shown"
 
 
 def _last_report(runtime: Runtime) -> tuple[SleepRow | None, SleepReport | None]:
-    row = SleepLog(runtime.database).last_finished()
+    row = SleepLog(runtime.database, runtime.memory).last_finished()
     if row is None or row.report is None:
         return row, None
     return row, SleepReport.from_json(runtime.memory.unseal(f"sleep-report:{row.id}", row.report))
@@ -58,7 +58,7 @@ def unseen_report(runtime: Runtime) -> SleepReport | None:
 
 
 def sleep_status(runtime: Runtime) -> SleepStatus:
-    log = SleepLog(runtime.database)
+    log = SleepLog(runtime.database, runtime.memory)
     row, last = _last_report(runtime)
     return SleepStatus(
         pending_turns=runtime.memory.count(),

@@ -24,6 +24,7 @@ from assistant.sleep.probes import Probe
 
 QUESTION_SAMPLES = 2  # question lists per note: one greedy, the rest sampled for variety
 QUESTION_TOKENS = 48
+CANDIDATE = Path("<tonight's candidate expert>")  # its identity in the engine; no such file
 
 
 @dataclass(frozen=True)
@@ -119,9 +120,10 @@ class Teacher:
         return None
 
     @contextmanager
-    def candidate(self, gguf_path: Path) -> Iterator[None]:
-        """The engine answers as chat will after tonight: with the candidate expert too."""
-        self.engine.set_experts([*self.learned, ExpertSpec(gguf_path)])
+    def candidate(self, gguf: bytes) -> Iterator[None]:
+        """The engine answers as chat will after tonight: with the candidate expert too (its
+        GGUF LoRA, loaded from memory)."""
+        self.engine.set_experts([*self.learned, ExpertSpec(CANDIDATE, read=lambda: gguf)])
         try:
             yield
         finally:

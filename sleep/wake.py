@@ -13,12 +13,13 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from assistant.experts import PEFT_DIR, ExpertRecord
+from assistant.experts import ExpertRecord
 from assistant.faults import crash_point
 from assistant.runtime import Runtime
 from assistant.sleep import probes, state
 from assistant.sleep.probes import Probe
 from assistant.sleep.report import CONSOLIDATED, SleepReport
+from assistant.store.vault import SealedExpert
 
 
 def expert_dir(experts_dir: Path, sleep_id: int) -> Path:
@@ -29,6 +30,22 @@ def expert_dir(experts_dir: Path, sleep_id: int) -> Path:
 def staging_dir(experts_dir: Path, sleep_id: int) -> Path:
     """Where a night writes its candidate experts (removed when the night ends)."""
     return experts_dir / f".staging-{sleep_id}"
+
+
+def seal_expert_key(runtime: Runtime, sleep_id: int, expert: SealedExpert) -> bytes:
+    """The saved expert's key and file hashes, sealed, kept in the night's row until commit."""
+    data = json.dumps({"key": expert.key.hex(), "hashes": expert.hashes}).encode()
+    return runtime.memory.seal(f"sleep-expert-key:{sleep_id}", data)
+
+
+def _night_expert(runtime: Runtime, sleep_id: int, expert_dir: Path) -> SealedExpert:
+    (sealed,) = runtime.database.execute(
+        "SELECT expert_key FROM sleeps WHERE id = ?", [sleep_id]
+    ).fetchone()
+    data = json.loads(runtime.memory.unseal(f"sleep-expert-key:{sleep_id}", sealed))
+    return SealedExpert(
+        expert_dir, bytes.fromhex(data["key"]), data["hashes"], f"the expert of night {sleep_id}"
+    )
 
 
 def seal_probes(runtime: Runtime, label: str, kept: list[Probe]) -> bytes:
@@ -90,13 +107,21 @@ def _commit(
 ) -> None:
     """The expert's registry row, its kept probes and the stage change: one transaction."""
     store, database = runtime.memory, runtime.database
-    model = runtime.require_model()
+    model = runtime.models.get(report.model) if report.model else runtime.require_model()
     kept = store.unseal(f"sleep-probes:{row.id}", row.probes)
-    rank = json.loads((expert_dir / PEFT_DIR / "adapter_config.json").read_text())["r"]
+    expert = _night_expert(runtime, row.id, expert_dir)
     with database.transaction():
         expert_id = runtime.experts.add(
-            model.name, expert_dir, rank, sleep_id=row.id, created_at=state.now()
+            store,
+            model.name,
+            expert_dir,
+            expert.key,
+            expert.hashes,
+            expert.config()["r"],
+            sleep_id=row.id,
+            created_at=state.now(),
         )
+        database.execute("UPDATE sleeps SET expert_key = NULL WHERE id = ?", [row.id])
         database.execute(
             "INSERT INTO expert_probes (expert_id, sealed) VALUES (?, ?)",
             [expert_id, store.seal(f"expert-probes:{expert_id}", kept)],

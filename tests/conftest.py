@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 
-from tests.tiny_models import build_model
+from tests.tiny_models import build_lora, build_model
 
 TEST_PASSPHRASE = "correct horse battery staple"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -50,3 +51,62 @@ def model_home(home: Path, tiny_llama: Path):
     result = CliRunner().invoke(cli, ["model", "add", str(tiny_llama), "--name", "tiny"])
     assert result.exit_code == 0, result.output
     return home
+
+
+# What a plaintext expert file would contain: GGUF LoRA tensor names and keys, PEFT tensor
+# names, a safetensors header.
+PLAINTEXT_MARKS = (b"lora_a", b"adapter.lora.alpha", b"lora_A", b'"data_offsets"')
+
+
+def plaintext_expert_files(home: Path, tensors: list) -> list[str]:
+    """Files under ``home`` (outside the base models' folders, which hold public weights) that
+    hold an expert in plaintext: a mark above, or a run of one of its tensors' raw bytes."""
+    import numpy as np
+
+    needles = list(PLAINTEXT_MARKS)
+    for array in tensors:
+        raw = np.ascontiguousarray(array, np.float32).tobytes()
+        needles.append(raw[len(raw) // 2 : len(raw) // 2 + 64])
+    models = home / "data" / "models"
+    return [
+        str(path)
+        for path in home.rglob("*")
+        if path.is_file()
+        and models not in path.parents
+        and any(needle in path.read_bytes() for needle in needles)
+    ]
+
+
+# Imported experts for the adapter tests, (rank, alpha, rsLoRA, scale): different ranks and
+# scalings, so folding them in is tested.
+EXPERTS = [(4, 8.0, False, 1.0), (8, 8.0, True, 0.5), (4, 16.0, False, 0.75)]
+
+
+@pytest.fixture(scope="session")
+def foreign_adapters(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> list[Path]:
+    """PEFT adapters for the tiny Llama, trained "elsewhere" (random), as folders."""
+    root = tmp_path_factory.mktemp("adapters")
+    return [
+        build_lora(tiny_llama, root / f"lora{i}", rank, alpha, seed=10 + i, rslora=rslora)
+        for i, (rank, alpha, rslora, _) in enumerate(EXPERTS)
+    ]
+
+
+@pytest.fixture
+def learned_home(model_home: Path, foreign_adapters: list[Path]) -> Path:
+    """The tiny model with three experts, the first with a kept probe set (as sleep keeps)."""
+    from click.testing import CliRunner
+
+    from assistant.cli import cli
+    from assistant.runtime import Runtime
+
+    for adapter, (*_, scale) in zip(foreign_adapters, EXPERTS, strict=True):
+        result = CliRunner().invoke(
+            cli, ["adapters", "import", str(adapter), "--scale", str(scale)]
+        )
+        assert result.exit_code == 0, result.output
+    runtime = Runtime()
+    sealed = runtime.memory.seal("expert-probes:1", json.dumps([["q?", "a"]]).encode())
+    runtime.database.execute("INSERT INTO expert_probes VALUES (1, ?)", [sealed])
+    runtime.database.close()
+    return model_home

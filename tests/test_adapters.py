@@ -18,8 +18,6 @@ from click.testing import CliRunner
 from assistant.cli import cli
 from tests.tiny_models import build_lora, build_model, relative_error
 
-# (rank, alpha, rsLoRA, scale): different ranks and scalings, so folding them in is tested.
-EXPERTS = [(4, 8.0, False, 1.0), (8, 8.0, True, 0.5), (4, 16.0, False, 0.75)]
 PROMPT = "<|im_start|>user\nMy dog is called Rex. What is my dog called?<|im_end|>\n"
 
 
@@ -29,29 +27,6 @@ def _invoke(*args: str):
     return result
 
 
-@pytest.fixture(scope="module")
-def foreign_adapters(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> list[Path]:
-    root = tmp_path_factory.mktemp("adapters")
-    return [
-        build_lora(tiny_llama, root / f"lora{i}", rank, alpha, seed=10 + i, rslora=rslora)
-        for i, (rank, alpha, rslora, _) in enumerate(EXPERTS)
-    ]
-
-
-@pytest.fixture
-def learned_home(model_home: Path, foreign_adapters: list[Path]) -> Path:
-    """The tiny model with three experts, the first with a kept probe set (as sleep keeps)."""
-    from assistant.runtime import Runtime
-
-    for adapter, (*_, scale) in zip(foreign_adapters, EXPERTS, strict=True):
-        _invoke("adapters", "import", str(adapter), "--scale", str(scale))
-    runtime = Runtime()
-    sealed = runtime.memory.seal("expert-probes:1", json.dumps([["q?", "a"]]).encode())
-    runtime.database.execute("INSERT INTO expert_probes VALUES (1, ?)", [sealed])
-    runtime.database.close()
-    return model_home
-
-
 def _model(home: Path):
     from assistant.runtime import Runtime
 
@@ -59,7 +34,7 @@ def _model(home: Path):
     return runtime, runtime.require_model()
 
 
-def _torch_teacher_logits(hf_dir: Path, experts) -> tuple[np.ndarray, list[int]]:
+def _torch_teacher_logits(runtime, hf_dir: Path, experts) -> tuple[np.ndarray, list[int]]:
     """Our training backend's view of base + experts (the new expert is a no-op)."""
     from transformers import AutoTokenizer
 
@@ -67,9 +42,10 @@ def _torch_teacher_logits(hf_dir: Path, experts) -> tuple[np.ndarray, list[int]]
     from assistant.backends.torch_backend import TorchBackend
 
     tokens = AutoTokenizer.from_pretrained(hf_dir)(PROMPT)["input_ids"]
-    backend = TorchBackend(
-        hf_dir, [LearnedExpert(e.peft_dir, e.scale) for e in experts], device="cpu"
-    )
+    learned = [
+        LearnedExpert(runtime.experts.open(runtime.memory, e).adapter(), e.scale) for e in experts
+    ]
+    backend = TorchBackend(hf_dir, learned, device="cpu")
     return backend.last_logits(tokens, student=False).astype(np.float64), tokens
 
 
@@ -109,7 +85,7 @@ def test_peft_export_loads_in_peft_with_our_backends_logits(
     assert not (tmp_path / "no").exists()
 
     _invoke("adapters", "export", str(tmp_path / "merged"), "--yes")
-    reference, tokens = _torch_teacher_logits(model.hf_dir, experts)
+    reference, tokens = _torch_teacher_logits(runtime, model.hf_dir, experts)
     merged = _peft_logits(model.hf_dir, tmp_path / "merged", tokens)
     assert relative_error(merged, reference) < 1e-4
     config = json.loads((tmp_path / "merged" / "adapter_config.json").read_text())
@@ -121,7 +97,7 @@ def test_peft_export_loads_in_peft_with_our_backends_logits(
         "expert-2",
         "expert-3",
     ]
-    single, _ = _torch_teacher_logits(model.hf_dir, experts[1:2])
+    single, _ = _torch_teacher_logits(runtime, model.hf_dir, experts[1:2])
     assert (
         relative_error(_peft_logits(model.hf_dir, tmp_path / "each/expert-2", tokens), single)
         < 1e-4
@@ -166,7 +142,9 @@ def test_mlx_export_loads_in_mlx_lm_with_the_torch_logits(
 
     runtime, model = _model(learned_home)
     _invoke("adapters", "export", str(tmp_path / "mlx"), "--format", "mlx", "--yes")
-    reference, tokens = _torch_teacher_logits(model.hf_dir, runtime.experts.active(model.name))
+    reference, tokens = _torch_teacher_logits(
+        runtime, model.hf_dir, runtime.experts.active(model.name)
+    )
     mx.set_default_device(mx.cpu)
     mlx_model, _ = mlx_lm.load(str(model.hf_dir), adapter_path=str(tmp_path / "mlx"))
     logits = mlx_model(mx.array([tokens]))[0, -1].astype(mx.float32)
@@ -177,6 +155,7 @@ def test_rank_compression_reports_the_error_of_the_dropped_singular_values(
     learned_home: Path, tmp_path: Path
 ) -> None:
     from assistant.adapters.lora import read_update
+    from assistant.models.peft import PeftAdapter
 
     _invoke("adapters", "export", str(tmp_path / "exact"), "--yes")
     result = _invoke("adapters", "export", str(tmp_path / "r3"), "--rank", "3", "--yes", "--json")
@@ -185,7 +164,8 @@ def test_rank_compression_reports_the_error_of_the_dropped_singular_values(
     errors = reported["errors"]
     info = json.loads((tmp_path / "r3" / "export.json").read_text())
     assert info["relative_error_per_layer"] == errors
-    exact, compressed = read_update(tmp_path / "exact"), read_update(tmp_path / "r3")
+    exact = read_update(PeftAdapter.read(tmp_path / "exact"))
+    compressed = read_update(PeftAdapter.read(tmp_path / "r3"))
     assert set(errors) == set(exact.pairs) and len(errors) == 2 * 7
     for module, error in errors.items():
         delta = exact.delta(module)
@@ -203,14 +183,16 @@ def _db_rows(home: Path, table: str) -> int:
 
 
 def test_reset_one_then_all_returns_to_the_base_model_exactly(learned_home: Path) -> None:
-    from assistant.engine import ChatEngine, ExpertSpec
+    from assistant.engine import ChatEngine
 
     runtime, model = _model(learned_home)
     experts = runtime.experts.active(model.name)
     base = ChatEngine(model.gguf_path, n_ctx=256)
     tokens = base.tokenize(PROMPT)
     base_logits = base.last_logits(tokens)
-    base.set_experts([ExpertSpec(e.gguf_path, e.scale) for e in (experts[0], experts[2])])
+    base.set_experts(
+        [runtime.experts.chat_spec(runtime.memory, e) for e in (experts[0], experts[2])]
+    )
     remaining_logits = base.last_logits(tokens)
     base.close()
 

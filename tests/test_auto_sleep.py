@@ -8,6 +8,8 @@ import os
 import plistlib
 import shutil
 import subprocess
+import sys
+import time
 import xml.etree.ElementTree as ElementTree
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -304,3 +306,50 @@ def test_a_running_sleep_is_told_why_to_stop(runtime) -> None:
     Heartbeat(runtime.paths.data_dir).beat()
     os.utime(Heartbeat(runtime.paths.data_dir).path, (running.started + 1,) * 2)
     assert running() == "the chat app was opened"  # at once, not after the 30 s interval
+
+
+# -- a memory locked with a passphrase ------------------------------------------------------
+def test_a_passphrase_memory_sleeps_through_the_app_not_the_scheduled_job(
+    model_home: Path, monkeypatch
+) -> None:
+    from assistant.runtime import Runtime
+    from assistant.sleep.auto import LOG_FILE, sleep_if_due, sleep_through_app
+
+    app = Runtime()  # the open app, unlocked with the passphrase
+    conversation = app.memory.new_conversation()
+    for i in range(12):
+        app.memory.append(conversation, "user", f"message {i}")
+    monkeypatch.delenv("ASSISTANT_PASSPHRASE")  # the scheduled job has no passphrase
+
+    line = sleep_if_due(Runtime(), _sensors())
+    assert line.startswith("not sleeping: the memory is locked with a passphrase")
+    assert "leave `assistant` open and unlocked overnight" in line
+    log = model_home / "data" / LOG_FILE
+    assert log.read_text().splitlines()[-1].endswith(line)
+    why = CliRunner().invoke(cli, ["sleep", "why"])
+    assert "How this machine sleeps: the memory is locked with a passphrase" in why.output
+
+    # The app hands its key to the night: it unlocks, sleeps (small talk: nothing to learn)
+    # and shreds the day.
+    night = sleep_if_due(Runtime(handed_key=app.master_key), _sensors())
+    assert night.startswith("sleep 1: nothing new"), night
+    assert app.memory.count() == 0
+
+    # The app's way in, as a real subprocess: the key goes over a pipe; the child checks it
+    # first, then judges the conditions with this machine's own sensors.
+    time.sleep(1.1)  # new messages, stamped after that night (times have whole seconds)
+    conversation = app.memory.new_conversation()
+    for i in range(12):
+        app.memory.append(conversation, "user", f"more {i}")
+    process = sleep_through_app(app, _sensors())
+    assert process is not None and process.wait(timeout=120) == 0
+    assert "locked with a passphrase" not in log.read_text().splitlines()[-1]
+    wrong = subprocess.run(
+        [sys.executable, "-m", "assistant", "sleep", "auto", "--key-on-stdin"],
+        input=(bytes(32).hex() + "\n"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert wrong.returncode == 1 and "Wrong passphrase or key" in wrong.stderr
+    app.database.close()

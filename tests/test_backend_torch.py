@@ -8,6 +8,7 @@ import pytest
 from assistant.backends.protocol import Continuation, LearnedExpert, Lesson, NewExpert
 from assistant.backends.torch_backend import TorchBackend, pick_device
 from assistant.errors import ModelError
+from assistant.models.peft import PeftAdapter
 from tests.tiny_models import TOLERANCE, build_lora, hf_logits, hf_tokens, relative_error
 
 PREFIX = [5, 17, 42, 8, 99, 23, 61]
@@ -56,7 +57,10 @@ def test_training_moves_only_the_new_expert_towards_the_teacher(tmp_path, tiny_l
 
     earlier = build_lora(tiny_llama, tmp_path / "earlier", rank=4, alpha=8, seed=3)
     backend = TorchBackend(
-        tiny_llama, [LearnedExpert(earlier, 0.5)], NewExpert(rank=8, alpha=16, seed=1), "cpu"
+        tiny_llama,
+        [LearnedExpert(PeftAdapter.read(earlier), 0.5)],
+        NewExpert(rank=8, alpha=16, seed=1),
+        "cpu",
     )
     frozen = {
         name: param.detach().clone()
@@ -87,7 +91,7 @@ def test_the_saved_expert_gives_the_same_logits_in_llama_cpp(tmp_path, tiny_llam
     from assistant.engine import ChatEngine, ExpertSpec
     from assistant.models.convert import convert_to_gguf
     from assistant.models.hf_weights import read_config
-    from assistant.models.lora_gguf import write_gguf_lora
+    from assistant.models.lora_gguf import gguf_lora
 
     backend = TorchBackend(tiny_llama, new_expert=NewExpert(rank=4, alpha=8, seed=2), device="cpu")
     targets = backend.teacher_topk(PREFIX, CONTINUATIONS, k=16)
@@ -96,26 +100,32 @@ def test_the_saved_expert_gives_the_same_logits_in_llama_cpp(tmp_path, tiny_llam
     ]
     for _ in range(5):
         backend.train_step(lessons, learning_rate=3e-2)
-    peft_dir = backend.save_expert(tmp_path / "expert")
-    assert (peft_dir / "adapter_config.json").is_file()
-    assert (peft_dir / "adapter_model.safetensors").is_file()
+    adapter = backend.export_expert()
 
     tokens = hf_tokens(tiny_llama)
     student = backend.last_logits(tokens, student=True)
     assert relative_error(student, backend.last_logits(tokens, student=False)) > 10 * TOLERANCE
-    gguf_lora = write_gguf_lora(peft_dir, read_config(tiny_llama), tmp_path / "expert.gguf")
-    engine = ChatEngine(
+    lora = gguf_lora(adapter, read_config(tiny_llama))
+    engine = ChatEngine(  # loaded from a private memory file: no plaintext file is written
         convert_to_gguf(tiny_llama, tmp_path / "base.gguf", "base"),
-        [ExpertSpec(gguf_lora, 1.0)],
+        [ExpertSpec(tmp_path / "sealed-expert", 1.0, read=lambda: lora)],
         n_ctx=256,
     )
     try:
         assert relative_error(engine.last_logits(tokens), student) < TOLERANCE
     finally:
         engine.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base.gguf"]
     # Tomorrow night the expert is a learned one: the next teacher starts from it.
-    tomorrow = TorchBackend(tiny_llama, [LearnedExpert(peft_dir)], device="cpu")
+    tomorrow = TorchBackend(tiny_llama, [LearnedExpert(adapter)], device="cpu")
     assert relative_error(tomorrow.last_logits(tokens, student=False), student) < 1e-5
+    # Exported, it is a PEFT folder that peft itself loads to the same logits.
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    exported = PeftModel.from_pretrained(base, adapter.write(tmp_path / "export"))
+    assert relative_error(hf_logits(exported, tokens), student) < 1e-5
 
 
 def test_generation_is_greedy_or_seeded(tiny_llama):

@@ -67,6 +67,34 @@ def test_model_add_list_use_rm(home, tiny_llama, tiny_qwen2):
     ] == ["one"]
 
 
+def test_the_model_does_not_change_under_a_night(home, tiny_llama, tiny_qwen2):
+    from assistant.runtime import Runtime
+    from assistant.sleep.state import SleepLock, SleepLog
+
+    runner = CliRunner()
+    assert runner.invoke(cli, ["model", "add", str(tiny_llama), "--name", "one"]).exit_code == 0
+    assert runner.invoke(cli, ["model", "add", str(tiny_qwen2), "--name", "two"]).exit_code == 0
+    runtime = Runtime()
+    with SleepLock(runtime.paths.sleep_lock):  # a night is running
+        for command in (["model", "use", "two"], ["model", "rm", "one", "--yes"]):
+            refused = runner.invoke(cli, command)
+            assert refused.exit_code == 1
+            assert "A sleep is running, so" in refused.output
+            assert "learns on the model it started with" in refused.output
+    # A night killed after verification commits on the next run: until then, no switch.
+    log = SleepLog(runtime.database, runtime.memory)
+    sleep_id = log.start()
+    log.advance(sleep_id, "verified")
+    refused = runner.invoke(cli, ["model", "use", "two"])
+    assert refused.exit_code == 1
+    assert f"Sleep {sleep_id} learned an expert that is not committed yet" in refused.output
+    assert "assistant sleep --now" in refused.output
+    assert runtime.models.active().name == "one"
+    log.advance(sleep_id, "done")
+    assert runner.invoke(cli, ["model", "use", "two"]).exit_code == 0
+    runtime.database.close()
+
+
 def _broken_models(tmp_path: Path, tiny_llama: Path) -> dict[str, tuple[Path, str]]:
     not_a_model = tmp_path / "photos"
     not_a_model.mkdir()

@@ -33,6 +33,7 @@ from assistant.sleep.probes import (
 )
 from assistant.sleep.verify import Checks, Thresholds, check, judge
 from assistant.store.memory import Turn
+from tests.conftest import plaintext_expert_files
 
 CANARIES = ("My goldfish is called Zorblax-4417.", "I live in Quixotic Harbour 9921.")
 
@@ -210,7 +211,7 @@ GATES_OPEN = {
 def test_sleep_commits_the_expert_then_shreds_the_logs(home: Path) -> None:
     from assistant.backends.protocol import LearnedExpert
     from assistant.backends.torch_backend import TorchBackend
-    from assistant.engine import ChatEngine, ExpertSpec
+    from assistant.runtime import Runtime
     from tests.test_starter import STARTER_TOLERANCE
 
     _configure(home, GATES_OPEN)
@@ -222,17 +223,20 @@ def test_sleep_commits_the_expert_then_shreds_the_logs(home: Path) -> None:
     assert _count(home, "turns") == 0 and _count(home, "epochs") == 0
     assert _files_mentioning(home, ("Zorblax", "Quixotic")) == []
 
-    with _db(home) as conn:
-        peft_dir, gguf_path = conn.execute("SELECT peft_dir, gguf_path FROM experts").fetchone()
-        hf_dir, model_gguf = conn.execute("SELECT hf_dir, gguf_path FROM models").fetchone()
-    assert (Path(peft_dir) / "adapter_model.safetensors").is_file()
+    runtime = Runtime()
+    model = runtime.require_model()
+    (expert,) = runtime.experts.active(model.name)
+    adapter = runtime.experts.open(runtime.memory, expert).adapter()
+    # The expert is memory too: sealed, it leaves no plaintext adapter anywhere.
+    assert plaintext_expert_files(home, list(adapter.tensors().values())) == []
     tokens = [1, 504, 3458, 314, 2114, 30, 2]
-    reference = TorchBackend(Path(hf_dir), [LearnedExpert(Path(peft_dir))]).last_logits(
+    reference = TorchBackend(model.hf_dir, [LearnedExpert(adapter)]).last_logits(
         tokens, student=False
     )
-    engine = ChatEngine(Path(model_gguf), [ExpertSpec(Path(gguf_path))])
+    engine = runtime.load_engine()
     served = engine.last_logits(tokens)
     engine.close()
+    runtime.database.close()
     assert np.abs(served - reference).max() / np.abs(reference).max() < STARTER_TOLERANCE
 
     status = CliRunner().invoke(cli, ["sleep", "status", "--json"])
@@ -336,7 +340,7 @@ def test_a_killed_sleep_resumes_without_loss_or_leftovers(home: Path, point: str
     assert json.loads(finished.stdout)["outcome"] == "consolidated"
     with _db(home) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        experts = [Path(row[0]).parent.name for row in conn.execute("SELECT peft_dir FROM experts")]
+        experts = [Path(row[0]).name for row in conn.execute("SELECT directory FROM experts")]
         stages = {row[0] for row in conn.execute("SELECT stage FROM sleeps")}
     assert len(experts) == 1 and stages == {"done"}
     assert _count(home, "turns") == 0 and _count(home, "epochs") == 0

@@ -109,7 +109,7 @@ def test_a_night_state_round_trips_through_its_encoding() -> None:
 def test_a_checkpoint_is_sealed_replaced_atomically_and_shredded_with_its_key(runtime) -> None:
     directory = runtime.paths.checkpoints_dir
     checkpoints = Checkpoints(directory, runtime.database, runtime.memory)
-    sleep_id = SleepLog(runtime.database).start()
+    sleep_id = SleepLog(runtime.database, runtime.memory).start()
     assert checkpoints.load(sleep_id) is None
     night = _night(np.random.default_rng(1))
     checkpoints.save(sleep_id, night)
@@ -250,11 +250,13 @@ def _charger(root: Path, online: bool) -> None:
 
 
 def _expert_weights(home: Path) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load_file
+    from assistant.runtime import Runtime
 
-    with _db(home) as conn:
-        (peft_dir,) = conn.execute("SELECT peft_dir FROM experts").fetchone()
-    return load_file(Path(peft_dir) / "adapter_model.safetensors")
+    runtime = Runtime()
+    (expert,) = runtime.experts.active(runtime.require_model().name)
+    weights = runtime.experts.open(runtime.memory, expert).adapter().tensors()
+    runtime.database.close()
+    return weights
 
 
 def _cli_ok(*args: str) -> str:

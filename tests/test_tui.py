@@ -39,8 +39,13 @@ async def test_without_the_starter_the_no_model_screen_explains_how_to_add_one(h
     app = AssistantApp(Runtime())
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: isinstance(app.screen, NoModelScreen))
-        text = app.screen.query_one("#no-model").source
-        assert "assistant model add" in text
+        await wait_until(pilot, lambda: "assistant model add" in _no_model_text(app))
+
+
+def _no_model_text(app: AssistantApp) -> str:
+    """The screen's text once its Markdown has mounted (it fills in after the screen shows)."""
+    shown = app.screen.query("#no-model")
+    return shown.first().source if shown else ""
 
 
 @pytest.mark.slow

@@ -1,4 +1,8 @@
-"""The chat app. Generation runs in a worker thread; the UI never waits on the model."""
+"""The chat app. Generation runs in a worker thread; the UI never waits on the model.
+
+An unexpected error never reaches Textual's crash screen, whose traceback shows local
+variables (what the user typed): it becomes a plain message naming only its type.
+"""
 
 from __future__ import annotations
 
@@ -15,16 +19,19 @@ from textual.widgets import Footer, Header, Label, ListItem, ListView, Markdown,
 
 from assistant.errors import AssistantError, NoModelError
 from assistant.runtime import Runtime
+from assistant.sleep.policy import Sensors
 from assistant.sleep.report import SleepReport
-from assistant.sleep.sensors import Heartbeat
+from assistant.sleep.sensors import HEARTBEAT_SECONDS, Heartbeat
 from assistant.store.memory import validate_message
 from assistant.tui.adapters import AdaptersScreen
 from assistant.tui.screens import NoModelScreen
+from assistant.tui.unlock import unlock_screen_for
 from assistant.tui.widgets import MessageView, PromptInput
 
 UI_FLUSH_SECONDS = 0.03
-HEARTBEAT_SECONDS = 20
 AWAKE_POLL_SECONDS = 0.5
+USE_BEAT_SECONDS = 1.0  # at most one "in use" beat per second of typing
+NIGHT_CHECK_SECONDS = 300.0  # how often an app unlocked with a passphrase checks if it is night
 
 
 class AssistantApp(App):
@@ -40,18 +47,48 @@ class AssistantApp(App):
     def __init__(self, runtime: Runtime) -> None:
         super().__init__()
         self.runtime = runtime
+        runtime.passphrase_prompt = None  # asked on the unlock screen, never from a worker
         self.engine = None
         self.session = None
+        self.heartbeat = Heartbeat(runtime.paths.data_dir)
+        self._last_beat = float("-inf")
         self._stop = threading.Event()
         self._replying = False
+        self.sensors = Sensors()
+        self._night = None  # the `sleep auto` process this app started, while it runs
 
     def _beat(self) -> None:
+        """The person used the app: idleness counts from here."""
         self.heartbeat.beat()
         self._last_beat = time.monotonic()
 
-    def on_key(self, event: events.Key) -> None:
-        if time.monotonic() - self._last_beat >= 1.0:
+    async def on_event(self, event: events.Event) -> None:
+        # Seen here before any widget consumes it: the prompt keeps the keys typed into it.
+        is_input = isinstance(event, (events.Key, events.MouseDown)) and not event.is_forwarded
+        if is_input and time.monotonic() - self._last_beat >= USE_BEAT_SECONDS:
             self._beat()
+        await super().on_event(event)
+
+    def _handle_exception(self, error: Exception) -> None:
+        """Textual's hook for every unhandled error, from a handler or a worker.
+
+        A failed worker leaves the app usable; an error on the UI thread has stopped
+        its message loop, so the app closes, saying so plainly.
+        """
+        from textual.worker import WorkerFailed
+
+        failed = error.error if isinstance(error, WorkerFailed) else error
+        kind = type(failed).__name__
+        if isinstance(error, WorkerFailed):
+            self.notify(
+                f"An internal error ({kind}) stopped that. Try again, or restart the assistant.",
+                title="Error",
+                severity="error",
+                timeout=15,
+            )
+            return
+        self._return_code = 1
+        self.panic(f"The assistant closed after an internal error ({kind}).")
 
     # -- layout ---------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -72,8 +109,8 @@ class AssistantApp(App):
         # Asked before the first beat, which wakes a running sleep (`sleep auto` then also
         # waits until the app goes quiet).
         self._woke_a_sleep = sleep_running(self.runtime.paths.sleep_lock)
-        self.heartbeat = Heartbeat(self.runtime.paths.data_dir)
-        self._beat()
+        self._beat()  # opening the app is a use of it
+        self.heartbeat.beat_open()
         if self._woke_a_sleep:
             self.notify(
                 "I was sleeping to learn from our conversations and am waking up."
@@ -81,9 +118,13 @@ class AssistantApp(App):
                 title="Waking up",
                 timeout=15,
             )
-        self.set_interval(HEARTBEAT_SECONDS, self._beat)
+        self.set_interval(HEARTBEAT_SECONDS, self.heartbeat.beat_open)
         self.runtime.notice = self.show_notice  # e.g. the starter model registered
-        self._load_engine()
+        unlock = unlock_screen_for(self.runtime)
+        if unlock is None:
+            self._load_engine()
+        else:
+            self.push_screen(unlock, lambda _: self._load_engine())
 
     @work(thread=True, exclusive=True, group="engine")
     def _load_engine(self) -> None:
@@ -110,6 +151,22 @@ class AssistantApp(App):
         prompt.focus()
         if self._woke_a_sleep:
             self._awake_timer = self.set_interval(AWAKE_POLL_SECONDS, self._check_awake)
+        self.set_interval(NIGHT_CHECK_SECONDS, self._sleep_if_due)
+
+    @work(thread=True, exclusive=True, group="night")
+    def _sleep_if_due(self) -> None:
+        """For a memory the scheduled job cannot unlock (a passphrase is never stored), this
+        unlocked app starts the night when every condition holds; see assistant.sleep.auto."""
+        from assistant.sleep.auto import sleep_through_app
+        from assistant.sleep.status import unseen_report
+
+        if self._night is not None:
+            if self._night.poll() is None:
+                return
+            self._night = None  # it ended: apply what it committed, say how it went
+            self.call_from_thread(self.reload_experts)
+            self.call_from_thread(self._show_report, unseen_report(self.runtime))
+        self._night = sleep_through_app(self.runtime, self.sensors)
 
     def _check_awake(self) -> None:
         """Once the sleep has stopped: apply whatever it committed and say how it ended."""
@@ -128,11 +185,18 @@ class AssistantApp(App):
 
     # -- conversations --------------------------------------------------------
     def _open_conversation(self, conversation_id: int | None) -> None:
+        """Open a conversation (None: a new one), held so that no sleep's shredding removes it."""
         from assistant.chat import ChatSession
 
-        config = self.runtime.config
+        config, memory = self.runtime.config, self.runtime.memory
+        if conversation_id is None:
+            conversation_id = memory.new_conversation(held=True)
+        else:
+            memory.hold_conversation(conversation_id)
+        if self.session is not None and self.session.conversation_id != conversation_id:
+            memory.release_conversation(self.session.conversation_id)
         self.session = ChatSession(
-            self.runtime.memory,
+            memory,
             self.engine,
             conversation_id,
             max_reply_tokens=config.max_reply_tokens,
@@ -144,6 +208,10 @@ class AssistantApp(App):
         messages.scroll_end(animate=False)
         self._refresh_sidebar()
         self._refresh_status()
+
+    def on_unmount(self) -> None:
+        if self.session is not None:
+            self.runtime.memory.release_conversation(self.session.conversation_id)
 
     def _refresh_sidebar(self) -> None:
         listing = self.query_one("#conversations", ListView)
@@ -174,13 +242,16 @@ class AssistantApp(App):
     def _switch(self, event: ListView.Selected) -> None:
         if self._replying or event.item.name is None:
             return
-        self._open_conversation(int(event.item.name))
+        try:
+            self._open_conversation(int(event.item.name))
+        except AssistantError as error:  # cleared by a sleep since the list was drawn
+            self.show_error(error)
+            self._refresh_sidebar()
         self.query_one(PromptInput).focus()
 
     # -- replying ------------------------------------------------------------
     @on(PromptInput.Submitted)
     def _send(self, event: PromptInput.Submitted) -> None:
-        self._beat()
         if self._replying or self.session is None:
             self.notify("Wait for the reply to finish (Esc stops it).", severity="warning")
             return

@@ -11,11 +11,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from assistant.models.lora_gguf import read_peft_adapter
+from assistant.models.peft import PeftAdapter
 
 
 @dataclass
@@ -42,9 +42,9 @@ def peft_scaling(adapter_config: dict) -> float:
     return alpha / math.sqrt(rank) if adapter_config.get("use_rslora") else alpha / rank
 
 
-def read_update(peft_dir: Path, scale: float = 1.0) -> Update:
+def read_update(adapter: PeftAdapter, scale: float = 1.0) -> Update:
     """A PEFT adapter with its own scaling and ``scale`` (the expert's) folded into B."""
-    config, pairs = read_peft_adapter(peft_dir)
+    config, pairs = read_peft_adapter(adapter)
     factor = np.float32(peft_scaling(config) * scale)
     return Update({module: (a, b * factor) for module, (a, b) in pairs.items()})
 

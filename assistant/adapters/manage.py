@@ -18,12 +18,14 @@ from pathlib import Path
 from assistant.adapters import lora
 from assistant.adapters.formats import FORMATS, Base
 from assistant.errors import AssistantError, ModelError
-from assistant.experts import GGUF_FILE, PEFT_DIR, ExpertRecord
+from assistant.experts import ACTIVE, ExpertRecord
 from assistant.models.hf_weights import base_fingerprint, read_config, weight_shapes
-from assistant.models.lora_gguf import read_peft_adapter, write_gguf_lora
+from assistant.models.lora_gguf import gguf_lora, read_peft_adapter
+from assistant.models.peft import PeftAdapter
 from assistant.models.registry import ModelRecord
 from assistant.runtime import Runtime
 from assistant.sleep.state import SleepLock, now
+from assistant.store import vault
 
 EXPORT_INFO = "export.json"  # next to every export: which base and experts it came from
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -39,7 +41,7 @@ def summary(runtime: Runtime, expert: ExpertRecord) -> str:
     from assistant.sleep.report import SleepReport
     from assistant.sleep.state import SleepLog
 
-    row = SleepLog(runtime.database).get(expert.sleep_id)
+    row = SleepLog(runtime.database, runtime.memory).get(expert.sleep_id)
     if row.report is None:
         return f"Learned in night {expert.sleep_id}."
     report = SleepReport.from_json(
@@ -55,7 +57,7 @@ def describe(runtime: Runtime, expert: ExpertRecord) -> dict:
         "night": expert.sleep_id,
         "level": expert.level,
         "rank": expert.rank,
-        "target_modules": expert.target_modules if expert.peft_dir.is_dir() else [],
+        "target_modules": _target_modules(runtime, expert),
         "size_bytes": expert.size_bytes,
         "scale": expert.scale,
         "status": expert.status,
@@ -63,6 +65,13 @@ def describe(runtime: Runtime, expert: ExpertRecord) -> dict:
         "created_at": expert.created_at,
         "summary": summary(runtime, expert),
     }
+
+
+def _target_modules(runtime: Runtime, expert: ExpertRecord) -> list[str]:
+    if expert.status != ACTIVE:
+        return []  # its files may be gone already
+    modules = runtime.experts.open(runtime.memory, expert).config().get("target_modules") or []
+    return sorted([modules] if isinstance(modules, str) else modules)
 
 
 # -- export ---------------------------------------------------------------------------
@@ -125,7 +134,13 @@ def export(
     for group in groups:
         target = partial / f"expert-{group[0].id}" if each else partial
         target.mkdir(exist_ok=True, mode=0o700)
-        update = lora.merge([lora.read_update(e.peft_dir, e.scale) for e in group], shapes)
+        update = lora.merge(
+            [
+                lora.read_update(runtime.experts.open(runtime.memory, e).adapter(), e.scale)
+                for e in group
+            ],
+            shapes,
+        )
         if rank is not None and rank < update.rank:
             update = lora.compress(update, rank)
         FORMATS[fmt](update, target, base)
@@ -171,7 +186,8 @@ def import_adapter(
     """Register a PEFT LoRA adapter trained elsewhere on the active model as an expert."""
     source = Path(source).expanduser()
     model = runtime.require_model()
-    config, modules = read_peft_adapter(source)
+    adapter = PeftAdapter.read(source)
+    config, modules = read_peft_adapter(adapter)
     unsupported = [key for key in _UNSUPPORTED if config.get(key)]
     if config.get("modules_to_save"):
         unsupported.append("modules_to_save")
@@ -188,21 +204,26 @@ def import_adapter(
     experts_dir = runtime.paths.experts_dir
     experts_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     name = f"import-{secrets.token_hex(4)}"
+    gguf = gguf_lora(adapter, read_config(hf_dir))
+    store = runtime.memory
     with SleepLock(runtime.paths.sleep_lock):
         staging = experts_dir / f".staging-{name}"
-        (staging / PEFT_DIR).mkdir(parents=True, mode=0o700)
-        for file in ("adapter_config.json", "adapter_model.safetensors"):
-            shutil.copyfile(source / file, staging / PEFT_DIR / file)
-        write_gguf_lora(staging / PEFT_DIR, read_config(hf_dir), staging / GGUF_FILE)
+        key = vault.new_key()
+        hashes = vault.seal_expert(staging, key, adapter, gguf)
         os.replace(staging, experts_dir / name)  # if killed now, the next sleep removes the orphan
-        expert_id = runtime.experts.add(
-            model.name,
-            experts_dir / name,
-            config["r"],
-            scale=scale,
-            origin=f"import:{source.resolve().name}",
-            created_at=now(),
-        )
+        vault.fsync_directory(experts_dir)
+        with runtime.database.transaction():
+            expert_id = runtime.experts.add(
+                store,
+                model.name,
+                experts_dir / name,
+                key,
+                hashes,
+                config["r"],
+                scale=scale,
+                origin=f"import:{source.resolve().name}",
+                created_at=now(),
+            )
     return runtime.experts.get(model.name, expert_id)
 
 

@@ -9,7 +9,6 @@ tensor's GGUF name plus ``.lora_a`` (PEFT's A, rank x in) and ``.lora_b``
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -18,7 +17,8 @@ import numpy as np
 
 from assistant.errors import ModelError
 from assistant.models.convert import WeightNames
-from assistant.models.hf_weights import read_safetensors
+from assistant.models.peft import PeftAdapter
+from assistant.store.private_file import private_file, read_back
 
 _PEFT_KEY = re.compile(
     r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.[^.]+)?\.weight$"
@@ -26,22 +26,14 @@ _PEFT_KEY = re.compile(
 
 
 def read_peft_adapter(
-    adapter_dir: Path,
+    adapter: PeftAdapter,
 ) -> tuple[dict, dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Return (adapter_config, {hf_module_name: (A, B)}), each layer checked to have both."""
-    adapter_dir = Path(adapter_dir)
-    config_path = adapter_dir / "adapter_config.json"
-    weights_path = adapter_dir / "adapter_model.safetensors"
-    if not config_path.is_file() or not weights_path.is_file():
-        raise ModelError(
-            f"{adapter_dir} is not a PEFT adapter (need adapter_config.json and"
-            " adapter_model.safetensors)."
-        )
-    config = json.loads(config_path.read_text())
+    config = adapter.config
     if config.get("peft_type", "LORA") != "LORA":
         raise ModelError(f"Only LoRA adapters are supported, not {config.get('peft_type')}.")
     modules: dict[str, dict[str, np.ndarray]] = {}
-    for key, array in read_safetensors(weights_path):
+    for key, array in adapter.tensors().items():
         match = _PEFT_KEY.match(key)
         if not match:
             raise ModelError(f"Unsupported adapter tensor {key!r} (only Linear LoRA layers).")
@@ -61,10 +53,15 @@ def effective_alpha(adapter_config: dict) -> float:
     return alpha * math.sqrt(rank) if adapter_config.get("use_rslora") else alpha
 
 
+def gguf_lora(adapter: PeftAdapter, base_config: dict) -> bytes:
+    """The adapter as a GGUF LoRA for the base model with ``base_config``, in memory."""
+    adapter_config, pairs = read_peft_adapter(adapter)
+    return gguf_tensors(pairs, effective_alpha(adapter_config), base_config)
+
+
 def write_gguf_lora(adapter_dir: Path, base_config: dict, out_path: Path) -> Path:
-    """Convert the PEFT adapter in ``adapter_dir`` for the base model with ``base_config``."""
-    adapter_config, pairs = read_peft_adapter(adapter_dir)
-    return write_gguf_tensors(pairs, effective_alpha(adapter_config), base_config, out_path)
+    """Convert the PEFT adapter folder ``adapter_dir`` into the file ``out_path``."""
+    return _write_atomically(out_path, gguf_lora(PeftAdapter.read(adapter_dir), base_config))
 
 
 def write_gguf_tensors(
@@ -73,23 +70,39 @@ def write_gguf_tensors(
     base_config: dict,
     out_path: Path,
 ) -> Path:
-    """Write {hf_module: (A, B)} as a GGUF LoRA whose update is ``alpha / rank * B @ A``."""
+    return _write_atomically(out_path, gguf_tensors(pairs, alpha, base_config))
+
+
+def gguf_tensors(
+    pairs: dict[str, tuple[np.ndarray, np.ndarray]], alpha: float, base_config: dict
+) -> bytes:
+    """{hf_module: (A, B)} as a GGUF LoRA whose update is ``alpha / rank * B @ A``.
+
+    The GGUF writer only writes to a path, so it writes to a private memory file.
+    """
     import gguf
 
     names = WeightNames(base_config)
-    tmp_path = Path(out_path).with_suffix(".partial")
-    writer = gguf.GGUFWriter(tmp_path, names.arch.gguf_name)
-    writer.add_string("general.type", "adapter")
-    writer.add_string("adapter.type", "lora")
-    writer.add_float32("adapter.lora.alpha", alpha)
-    for module, (lora_a, lora_b) in sorted(pairs.items()):
-        base_name = names.gguf_name(f"{module}.weight")
-        writer.add_tensor(f"{base_name}.lora_a", np.ascontiguousarray(lora_a, np.float32))
-        lora_b = names.fix_rows(base_name, np.asarray(lora_b, np.float32))
-        writer.add_tensor(f"{base_name}.lora_b", np.ascontiguousarray(lora_b))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    tmp_path.replace(out_path)
-    return Path(out_path)
+    with private_file() as path:
+        writer = gguf.GGUFWriter(path, names.arch.gguf_name)
+        writer.add_string("general.type", "adapter")
+        writer.add_string("adapter.type", "lora")
+        writer.add_float32("adapter.lora.alpha", alpha)
+        for module, (lora_a, lora_b) in sorted(pairs.items()):
+            base_name = names.gguf_name(f"{module}.weight")
+            writer.add_tensor(f"{base_name}.lora_a", np.ascontiguousarray(lora_a, np.float32))
+            lora_b = names.fix_rows(base_name, np.asarray(lora_b, np.float32))
+            writer.add_tensor(f"{base_name}.lora_b", np.ascontiguousarray(lora_b))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        return read_back(path)
+
+
+def _write_atomically(out_path: Path, data: bytes) -> Path:
+    out_path = Path(out_path)
+    partial = out_path.with_suffix(".partial")
+    partial.write_bytes(data)
+    partial.replace(out_path)
+    return out_path

@@ -264,9 +264,9 @@ class ModelRegistry:
         """Unregister a model and delete its files and its experts (never a GGUF run in place)."""
         record = self.get(name)
         expert_dirs = [
-            Path(row[0]).parent
+            Path(row[0])
             for row in self.database.execute(
-                "SELECT peft_dir FROM experts WHERE model_name = ?", [name]
+                "SELECT directory FROM experts WHERE model_name = ?", [name]
             )
         ]
         with self.database.transaction() as conn:
@@ -274,5 +274,6 @@ class ModelRegistry:
             conn.execute("DELETE FROM models WHERE name = ?", [name])
             if self.database.get_meta("active_model") == name:
                 conn.execute("DELETE FROM meta WHERE key = 'active_model'")
+        self.database.purge_log()  # the experts' wrapped keys leave no copy in the log
         for directory in [record.hf_dir.parent, *expert_dirs]:
             shutil.rmtree(directory, ignore_errors=True)

@@ -7,6 +7,7 @@ has shipped; add a new one.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -127,31 +128,77 @@ def m005_sleep_checkpoint(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE sleeps ADD COLUMN checkpoint BLOB")
 
 
+@migration
+def m006_integrity(db: sqlite_utils.Database) -> None:
+    # Which associated data a turn was sealed with: 1 (before its time was bound), 2.
+    db.execute("ALTER TABLE turns ADD COLUMN ad_version INTEGER NOT NULL DEFAULT 1")
+    # A sleep row's stage, epochs and expert, sealed under the master key (sleep/state.py).
+    db.execute("ALTER TABLE sleeps ADD COLUMN state_seal BLOB")
+
+
+@migration
+def m007_sealed_experts(db: sqlite_utils.Database) -> None:
+    # Experts are sealed files in one directory (assistant.store.vault); each row holds the
+    # expert's wrapped key and its files' hashes. Rows with no key yet are plaintext experts
+    # from before: the registry seals them at the next unlock (it needs the master key).
+    for column in ("directory TEXT", "hashes TEXT", "wrapped_key BLOB"):
+        db.execute(f"ALTER TABLE experts ADD COLUMN {column}")
+    for expert_id, gguf_path in db.execute("SELECT id, gguf_path FROM experts").fetchall():
+        db.execute(
+            "UPDATE experts SET directory = ? WHERE id = ?",
+            [str(Path(gguf_path).parent), expert_id],
+        )
+    for column in ("peft_dir", "gguf_path"):
+        db.execute(f"ALTER TABLE experts DROP COLUMN {column}")
+    # A night's expert key, sealed, from its files being written until its commit.
+    db.execute("ALTER TABLE sleeps ADD COLUMN expert_key BLOB")
+
+
+@migration
+def m008_conversation_holds(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        -- Conversations an open chat app (process pid) is using: shredding keeps them even
+        -- when their turns are all gone (assistant.store.memory, delete_epoch).
+        CREATE TABLE conversation_holds (
+            conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            pid INTEGER NOT NULL,
+            PRIMARY KEY (conversation_id, pid)
+        );
+        """
+    )
+
+
 class Database:
     """A thread-safe handle on the SQLite file with the settings privacy needs.
 
     ``temp_store=MEMORY`` keeps sort/temp tables off disk, ``secure_delete``
     zeroes freed pages, WAL lets the UI read while a reply is being stored.
+    The file, its ``-wal`` and ``-shm`` are created 0600 (SQLite gives the
+    latter two the database's mode), never wider for a moment.
     """
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = path
-        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        for pragma in (
-            "journal_mode=WAL",
-            "temp_store=MEMORY",
-            "secure_delete=ON",
-            "foreign_keys=ON",
-            "busy_timeout=10000",
-            "synchronous=FULL",
-        ):
-            conn.execute(f"PRAGMA {pragma}")
-        path.chmod(0o600)
-        self.conn = conn
-        self.db = sqlite_utils.Database(conn)
         self.lock = threading.RLock()
-        self._migrate()
+        umask = os.umask(0o077)
+        try:
+            conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            for pragma in (
+                "journal_mode=WAL",
+                "temp_store=MEMORY",
+                "secure_delete=ON",
+                "foreign_keys=ON",
+                "busy_timeout=10000",
+                "synchronous=FULL",
+            ):
+                conn.execute(f"PRAGMA {pragma}")
+            self.conn = conn
+            self.db = sqlite_utils.Database(conn)
+            self._migrate()  # the first write: creates -wal and -shm
+        finally:
+            os.umask(umask)
 
     def _migrate(self) -> None:
         with self.lock:
@@ -178,6 +225,18 @@ class Database:
     def execute(self, sql: str, params: tuple | list | dict = ()) -> sqlite3.Cursor:
         with self.lock:
             return self.conn.execute(sql, params)
+
+    def purge_log(self) -> int:
+        """Copy the WAL into the file and truncate it, so deleted rows (zeroed in the file by
+        ``secure_delete``) leave no copy in the log; returns the frames copied."""
+        from assistant.errors import DatabaseBusyError
+
+        busy, _, done = self.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            raise DatabaseBusyError(
+                "Could not purge the write-ahead log: another process holds the database."
+            )
+        return max(int(done), 0)
 
     def get_meta(self, key: str) -> str | None:
         row = self.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()

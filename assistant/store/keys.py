@@ -3,11 +3,17 @@
 Whichever source is chosen at first use is recorded in the database, with the
 KDF parameters and salt for a passphrase, plus a small AES-GCM "key check"
 blob so a wrong key is refused before anything is read or written.
+
+``key rotate`` (``rotate.py``) stores a new key next to the old one, switches
+the database to it in one transaction and then shreds the old one; the
+``key_rotation`` meta row says how far it got, so a rotation killed half-way
+is discarded (before its commit) or finished (after it) and never strands a key.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -23,8 +29,11 @@ KEY_SOURCES = ("keyring", "passphrase", "keyfile")
 KEYRING_SERVICE = "assistant-memory"
 PASSPHRASE_ENV = "ASSISTANT_PASSPHRASE"
 _KEY_CHECK_AD = b"assistant/key-check/v1"
-# scrypt cost: ~0.1 s and 32 MiB on a laptop; stored per database so it can grow.
-SCRYPT_PARAMS = {"n": 2**15, "r": 8, "p": 1}
+KEY_BYTES = 32  # AES-256
+# scrypt cost for new keys: ~0.5 s and 128 MiB; stored per database, so stores made with
+# a lower cost (n=2**15 before) still open, and `key rotate` moves them to this one.
+SCRYPT_PARAMS = {"n": 2**17, "r": 8, "p": 1}
+ROTATION_META = "key_rotation"
 
 PassphrasePrompt = Callable[[bool], str]
 """Asks the user for a passphrase; the argument says whether it is a new one (confirm it)."""
@@ -60,7 +69,8 @@ def derive_from_passphrase(passphrase: str, salt: bytes, params: dict[str, int])
     return kdf.derive(passphrase.encode("utf-8"))
 
 
-def _key_check(key: bytes) -> str:
+def key_check(key: bytes) -> str:
+    """A small blob only ``key`` opens: how a wrong key is refused before any use."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     nonce = os.urandom(12)
@@ -115,6 +125,41 @@ def _get_passphrase(prompt: PassphrasePrompt | None, new: bool) -> str:
     return passphrase
 
 
+def create_key(
+    source: str, key_file: Path, keyring_id: str, passphrase: str | None
+) -> tuple[bytes, dict[str, str]]:
+    """A new master key, stored in ``source`` (a key file goes to ``key_file``, a keychain
+    entry under ``keyring_id``), and the meta rows that find it again."""
+    if source == "passphrase":
+        assert passphrase
+        salt = secrets.token_bytes(16)
+        params = dict(SCRYPT_PARAMS)
+        kdf = json.dumps({"name": "scrypt", **params, "salt": _b64(salt)})
+        return derive_from_passphrase(passphrase, salt, params), {"kdf": kdf}
+    key = secrets.token_bytes(KEY_BYTES)
+    if source == "keyring":
+        import keyring
+
+        keyring.set_password(KEYRING_SERVICE, keyring_id, _b64(key))
+        return key, {"keyring_id": keyring_id}
+    key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key)
+        handle.flush()
+        os.fsync(handle.fileno())
+    _fsync_dir(key_file.parent)
+    return key, {}
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def initialize(
     database: Database,
     key_file: Path,
@@ -129,38 +174,85 @@ def initialize(
     if current_source(database):
         raise KeyStoreError(
             f"The memory already has a key ({current_source(database)}).",
-            hint="Keys are not replaced in place; reset the memory to start over.",
+            hint="Run `assistant key rotate` to replace it.",
         )
-    meta: dict[str, str] = {"key_source": source}
-    if source == "passphrase":
-        salt = secrets.token_bytes(16)
-        params = dict(SCRYPT_PARAMS)
-        key = derive_from_passphrase(_get_passphrase(prompt, new=True), salt, params)
-        meta["kdf"] = json.dumps({"name": "scrypt", **params, "salt": _b64(salt)})
-    else:
-        key = secrets.token_bytes(32)
-        if source == "keyring":
-            import keyring
-
-            key_id = str(uuid.uuid4())
-            keyring.set_password(KEYRING_SERVICE, key_id, _b64(key))
-            meta["keyring_id"] = key_id
-        else:
-            key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(key)
-    meta["key_check"] = _key_check(key)
+    passphrase = _get_passphrase(prompt, new=True) if source == "passphrase" else None
+    key, meta = create_key(source, key_file, str(uuid.uuid4()), passphrase)
+    meta.update(key_source=source, key_check=key_check(key))
     with database.transaction() as conn:
         conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", list(meta.items()))
     return key
 
 
-def unlock(database: Database, key_file: Path, prompt: PassphrasePrompt | None = None) -> bytes:
-    """Return the verified master key, creating one on first use."""
+def pending_key_file(key_file: Path) -> Path:
+    """Where ``key rotate`` keeps the new key file until the database has switched to it."""
+    return key_file.with_name(key_file.name + ".new")
+
+
+def rotation(database: Database) -> dict | None:
+    """The unfinished ``key rotate``, if any: {"state": "pending" | "committed", ...}."""
+    value = database.get_meta(ROTATION_META)
+    return json.loads(value) if value else None
+
+
+def _delete_keyring_entry(key_id: str) -> None:
+    import keyring
+    from keyring.errors import PasswordDeleteError
+
+    with contextlib.suppress(PasswordDeleteError):  # already gone
+        keyring.delete_password(KEYRING_SERVICE, key_id)
+
+
+def finish_rotation(database: Database, key_file: Path) -> bool:
+    """Shred the old key of a rotation whose database switch committed (the new key is in
+    the database's key check); idempotent. Returns whether there was one to finish."""
+    state = rotation(database)
+    if state is None or state["state"] != "committed":
+        return False
+    if state.get("old_keyring_id"):
+        _delete_keyring_entry(state["old_keyring_id"])
+    pending = pending_key_file(key_file)
+    if pending.exists():
+        with contextlib.suppress(FileNotFoundError):  # another process finished it
+            os.replace(pending, key_file)  # atomic: the old key file's bytes are gone
+        _fsync_dir(key_file.parent)
+    database.execute("DELETE FROM meta WHERE key = ?", [ROTATION_META])
+    return True
+
+
+def discard_rotation(database: Database, key_file: Path) -> None:
+    """Remove the new key of a rotation killed before its commit; the old key still rules."""
+    state = rotation(database)
+    if state is None or state["state"] != "pending":
+        return
+    if state.get("keyring_id"):
+        _delete_keyring_entry(state["keyring_id"])
+    pending_key_file(key_file).unlink(missing_ok=True)
+    database.execute("DELETE FROM meta WHERE key = ?", [ROTATION_META])
+
+
+def unattended(database: Database) -> bool:
+    """Whether a process with no one at a terminal can unlock the memory: a keychain or key
+    file store, or a passphrase given in the environment. (A passphrase is never stored.)"""
     source = current_source(database)
+    return source in ("keyring", "keyfile") or bool(os.environ.get(PASSPHRASE_ENV))
+
+
+def unlock(
+    database: Database,
+    key_file: Path,
+    prompt: PassphrasePrompt | None = None,
+    handed: bytes | None = None,
+) -> bytes:
+    """Return the verified master key, creating one on first use. ``handed`` is a key the
+    process that unlocked the memory passed on (the app's night, over a pipe)."""
+    source = current_source(database)
+    if handed is not None and source is not None:
+        _verify(handed, database.get_meta("key_check") or "")
+        return handed
     if source is None:
         return initialize(database, key_file, choose_default_source(prompt is not None), prompt)
+    finish_rotation(database, key_file)
     if source == "passphrase":
         kdf = json.loads(database.get_meta("kdf") or "{}")
         params = {name: int(kdf[name]) for name in ("n", "r", "p")}
@@ -186,5 +278,10 @@ def unlock(database: Database, key_file: Path, prompt: PassphrasePrompt | None =
                 hint=f"Run `chmod 600 {key_file}`.",
             )
         key = key_file.read_bytes()
+        if len(key) != KEY_BYTES:
+            raise KeyStoreError(
+                f"The key file {key_file} holds {len(key)} bytes; a memory key is {KEY_BYTES}.",
+                hint="It was cut short or replaced: restore it from your backup of the key file.",
+            )
     _verify(key, database.get_meta("key_check") or "")
     return key

@@ -2,7 +2,7 @@
 
 Each epoch (the span one sleep consolidates) has its own random data key,
 stored only wrapped by the master key. Each turn is sealed under its epoch key
-with associated data binding its row id, epoch, conversation and role, so a
+with associated data binding its row id, epoch, conversation, role and time, so a
 row edited, moved or swapped in the file fails to decrypt. Deleting an epoch
 removes its rows and its wrapped key (crypto-shredding), then checkpoints the
 WAL and vacuums so no page with the old ciphertext lingers.
@@ -11,16 +11,32 @@ WAL and vacuums so no page with the old ciphertext lingers.
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import TypeVar
 
-from assistant.errors import AssistantError, InvalidMessageError, TamperedError
+from assistant.errors import (
+    AssistantError,
+    DatabaseBusyError,
+    InvalidMessageError,
+    KeyStoreError,
+    TamperedError,
+)
 from assistant.store.db import Database
+from assistant.store.sealed import epoch_ad, record_ad, unwrap, wrap
+
+T = TypeVar("T")
 
 ROLES = ("user", "assistant")
 MAX_MESSAGE_CHARS = 32_768
 VACUUM_LIMIT_BYTES = 512 * 1024 * 1024
+# Seconds to wait between tries while another connection keeps the database busy during a
+# shred (each try also waits the connection's busy_timeout); then a clear error.
+BUSY_RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
 @dataclass(frozen=True)
@@ -77,16 +93,19 @@ def validate_message(text: str) -> str:
     return text
 
 
-def _turn_ad(turn_id: int, epoch_id: int, conversation_id: int, role: str) -> bytes:
-    return f"assistant/turn/v1:{turn_id}:{epoch_id}:{conversation_id}:{role}".encode()
+# The AD of the turns written from now on; rows keep the version they were sealed with.
+TURN_AD_VERSION = 2
 
 
-def _epoch_ad(epoch_id: int) -> bytes:
-    return f"assistant/epoch/v1:{epoch_id}".encode()
-
-
-def _record_ad(label: str) -> bytes:
-    return f"assistant/record/v1:{label}".encode()
+def _turn_ad(
+    version: int, turn_id: int, epoch_id: int, conversation_id: int, role: str, created_at: str
+) -> bytes:
+    """v2 binds the time too; v1 (rows written before it) did not. A row's ``ad_version``
+    cannot be lowered to dodge the time check: GCM opens a row only under the exact AD it
+    was sealed with, so a v2 row relabelled v1 fails like any other edit."""
+    if version == 1:
+        return f"assistant/turn/v1:{turn_id}:{epoch_id}:{conversation_id}:{role}".encode()
+    return f"assistant/turn/v2:{turn_id}:{epoch_id}:{conversation_id}:{role}:{created_at}".encode()
 
 
 class MemoryStore:
@@ -97,6 +116,7 @@ class MemoryStore:
 
         self.database = database
         self._master = AESGCM(master_key)
+        self._key_check = database.get_meta("key_check")
         self._epoch_ciphers: dict[int, AESGCM] = {}
 
     # -- epochs -------------------------------------------------------------
@@ -120,7 +140,7 @@ class MemoryStore:
         if row:
             return int(row[0])
         epoch_id = self._next_id("epochs")
-        wrapped = self._wrap(_epoch_ad(epoch_id), os.urandom(32))
+        wrapped = self._wrap(epoch_ad(epoch_id), os.urandom(32))
         self.database.execute(
             "INSERT INTO epochs (id, wrapped_key, created_at) VALUES (?, ?, ?)",
             [epoch_id, wrapped, _now()],
@@ -159,41 +179,82 @@ class MemoryStore:
             if row is None:
                 raise TamperedError(f"Epoch {epoch_id} has no key: its memories were shredded.")
             key = self._unwrap(
-                _epoch_ad(epoch_id), row[0], f"The key of epoch {epoch_id} does not decrypt."
+                epoch_ad(epoch_id), row[0], f"The key of epoch {epoch_id} does not decrypt."
             )
             cipher = self._epoch_ciphers[epoch_id] = AESGCM(key)
         return cipher
 
     # -- anything else sealed under the master key ------------------------------
     def _wrap(self, ad: bytes, data: bytes) -> bytes:
-        nonce = os.urandom(12)
-        return nonce + self._master.encrypt(nonce, data, ad)
+        self._require_current_key()
+        return wrap(self._master, ad, data)
 
     def _unwrap(self, ad: bytes, sealed: bytes, failure: str) -> bytes:
-        from cryptography.exceptions import InvalidTag
-
-        sealed = bytes(sealed)
         try:
-            return self._master.decrypt(sealed[:12], sealed[12:], ad)
-        except InvalidTag:
-            raise TamperedError(failure) from None
+            return unwrap(self._master, ad, sealed, failure)
+        except TamperedError:
+            self._require_current_key()
+            raise
+
+    def _require_current_key(self) -> None:
+        """Refuse to seal under a master key that `key rotate` (another process) replaced:
+        nothing could open it afterwards."""
+        if self.database.get_meta("key_check") != self._key_check:
+            raise KeyStoreError(
+                "The memory key was changed (assistant key rotate) after this was opened.",
+                hint="Close and reopen the assistant to use the new key.",
+            )
 
     def seal(self, label: str, data: bytes) -> bytes:
         """Encrypt a private record (a sleep report, a probe set) bound to ``label``, its row."""
-        return self._wrap(_record_ad(label), data)
+        return self._wrap(record_ad(label), data)
 
     def unseal(self, label: str, sealed: bytes) -> bytes:
         return self._unwrap(
-            _record_ad(label), sealed, f"The sealed record {label} fails authentication."
+            record_ad(label), sealed, f"The sealed record {label} fails authentication."
         )
 
     # -- conversations and turns ---------------------------------------------
-    def new_conversation(self) -> int:
+    def new_conversation(self, held: bool = False) -> int:
+        """A new conversation; ``held`` holds it in the same transaction (no shred between)."""
         with self.database.transaction():
             cursor = self.database.execute(
                 "INSERT INTO conversations (created_at) VALUES (?)", [_now()]
             )
-            return int(cursor.lastrowid)
+            conversation_id = int(cursor.lastrowid)
+            if held:
+                self._hold(conversation_id)
+            return conversation_id
+
+    def hold_conversation(self, conversation_id: int) -> None:
+        """Keep a conversation through shredding while this process lives (an open chat).
+
+        The hold is a row in the database, so a sleep in another process sees it in the
+        very transaction that removes emptied conversations; a dead process's hold is
+        dropped by the next shred.
+        """
+        with self.database.transaction():
+            exists = self.database.execute(
+                "SELECT 1 FROM conversations WHERE id = ?", [conversation_id]
+            ).fetchone()
+            if not exists:
+                raise AssistantError(
+                    f"Conversation #{conversation_id} no longer exists: a sleep cleared it.",
+                    hint="Pick another conversation or start a new one.",
+                )
+            self._hold(conversation_id)
+
+    def release_conversation(self, conversation_id: int) -> None:
+        self.database.execute(
+            "DELETE FROM conversation_holds WHERE conversation_id = ? AND pid = ?",
+            [conversation_id, os.getpid()],
+        )
+
+    def _hold(self, conversation_id: int) -> None:
+        self.database.execute(
+            "INSERT OR IGNORE INTO conversation_holds (conversation_id, pid) VALUES (?, ?)",
+            [conversation_id, os.getpid()],
+        )
 
     def conversations(self) -> list[Conversation]:
         rows = self.database.execute(
@@ -218,13 +279,12 @@ class MemoryStore:
                 raise ValueError(f"no conversation {conversation_id}")
             turn_id = self._next_id("turns")
             nonce = os.urandom(12)
-            sealed = cipher.encrypt(
-                nonce, text.encode("utf-8"), _turn_ad(turn_id, epoch_id, conversation_id, role)
-            )
+            ad = _turn_ad(TURN_AD_VERSION, turn_id, epoch_id, conversation_id, role, created)
+            sealed = cipher.encrypt(nonce, text.encode("utf-8"), ad)
             self.database.execute(
                 "INSERT INTO turns (id, epoch_id, conversation_id, role, created_at, nonce,"
-                " ciphertext) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [turn_id, epoch_id, conversation_id, role, created, nonce, sealed],
+                " ciphertext, ad_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [turn_id, epoch_id, conversation_id, role, created, nonce, sealed, TURN_AD_VERSION],
             )
         return Turn(turn_id, conversation_id, epoch_id, role, text, created)
 
@@ -232,13 +292,13 @@ class MemoryStore:
         from cryptography.exceptions import InvalidTag
 
         rows = self.database.execute(
-            "SELECT id, epoch_id, conversation_id, role, created_at, nonce, ciphertext"
-            f" FROM turns {where} ORDER BY id",
+            "SELECT id, epoch_id, conversation_id, role, created_at, nonce, ciphertext,"
+            f" ad_version FROM turns {where} ORDER BY id",
             params,
         ).fetchall()
         turns = []
-        for turn_id, epoch_id, conversation_id, role, created, nonce, sealed in rows:
-            ad = _turn_ad(turn_id, epoch_id, conversation_id, role)
+        for turn_id, epoch_id, conversation_id, role, created, nonce, sealed, version in rows:
+            ad = _turn_ad(version, turn_id, epoch_id, conversation_id, role, created)
             try:
                 plain = self._epoch_cipher(epoch_id).decrypt(bytes(nonce), bytes(sealed), ad)
             except InvalidTag:
@@ -263,29 +323,64 @@ class MemoryStore:
 
     # -- shredding ------------------------------------------------------------
     def delete_epoch(self, epoch_id: int) -> ShredReport:
-        """Delete an epoch's turns and wrapped key, then purge the WAL and free pages."""
+        """Delete an epoch's turns and wrapped key, then purge the WAL and free pages.
+
+        Conversations left without turns go too, unless an open chat holds them. While
+        another connection keeps the database busy, each step is tried again after a pause.
+        """
+        deleted = _retry_while_busy(lambda: self._delete_rows(epoch_id))
+        self._epoch_ciphers.pop(epoch_id, None)
+        frames, vacuumed = _retry_while_busy(self._purge)
+        return ShredReport(epoch_id, deleted, frames, vacuumed)
+
+    def _delete_rows(self, epoch_id: int) -> int:
         with self.database.transaction():
+            self._drop_holds_of_dead_processes()
             deleted = self.database.execute(
                 "DELETE FROM turns WHERE epoch_id = ?", [epoch_id]
             ).rowcount
             self.database.execute("DELETE FROM epochs WHERE id = ?", [epoch_id])
             self.database.execute(
                 "DELETE FROM conversations WHERE id NOT IN"
-                " (SELECT DISTINCT conversation_id FROM turns)"
+                " (SELECT conversation_id FROM turns)"
+                " AND id NOT IN (SELECT conversation_id FROM conversation_holds)"
             )
-        self._epoch_ciphers.pop(epoch_id, None)
-        frames = self._checkpoint()
+        return deleted
+
+    def _drop_holds_of_dead_processes(self) -> None:
+        import psutil
+
+        pids = [
+            int(r[0]) for r in self.database.execute("SELECT DISTINCT pid FROM conversation_holds")
+        ]
+        for pid in pids:
+            if not psutil.pid_exists(pid):
+                self.database.execute("DELETE FROM conversation_holds WHERE pid = ?", [pid])
+
+    def _purge(self) -> tuple[int, bool]:
+        """Checkpoint the WAL and vacuum, so no page keeps the deleted ciphertext."""
+        frames = self.database.purge_log()
         vacuumed = self.database.path.stat().st_size <= VACUUM_LIMIT_BYTES
         if vacuumed:
             self.database.execute("VACUUM")
-            frames += self._checkpoint()
-        return ShredReport(epoch_id, deleted, frames, vacuumed)
+            frames += self.database.purge_log()
+        return frames, vacuumed
 
-    def _checkpoint(self) -> int:
-        busy, log_frames, done = self.database.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        if busy:
-            raise AssistantError(
-                "Could not purge the write-ahead log: another process holds the database.",
-                hint="Close other assistant windows and run the command again.",
-            )
-        return int(done if done >= 0 else 0)
+
+def _retry_while_busy(action: Callable[[], T]) -> T:
+    for delay in BUSY_RETRY_DELAYS:
+        try:
+            return _locked_as_busy(action)
+        except DatabaseBusyError:
+            time.sleep(delay)
+    return _locked_as_busy(action)
+
+
+def _locked_as_busy(action: Callable[[], T]) -> T:
+    """SQLite's "database is locked" (its busy_timeout ran out) as a DatabaseBusyError."""
+    try:
+        return action()
+    except sqlite3.OperationalError as error:
+        if "is locked" not in str(error):
+            raise
+        raise DatabaseBusyError("Another process kept the database busy.") from None

@@ -41,6 +41,7 @@ def test_nothing_in_plaintext_on_disk(runtime, home):
     store = runtime.memory
     store.append(store.new_conversation(), "user", CANARY)
     runtime.database.execute("PRAGMA wal_checkpoint(FULL)")
+    assert [_files_contain(home, blob) for blob in shredded] == [[], [], []]
     assert _files_contain(home, CANARY.encode()) == []
 
 
@@ -97,6 +98,17 @@ def test_delete_epoch_shreds_everything(runtime, home):
     store.append(conversation, "assistant", "I will remember " + CANARY)
     epoch = store.seal_epoch()
     store.append(store.new_conversation(), "user", "a turn written during sleep")
+    # What shredding must remove from every file: the epoch's wrapped key and ciphertexts
+    # (the plaintext canary alone would be absent even if nothing were deleted).
+    shredded = [
+        bytes(row[0])
+        for row in runtime.database.execute(
+            "SELECT wrapped_key FROM epochs WHERE id = ? UNION ALL"
+            " SELECT ciphertext FROM turns WHERE epoch_id = ?",
+            [epoch, epoch],
+        )
+    ]
+    assert len(shredded) == 3 and all(_files_contain(home, blob) for blob in shredded)
     report = store.delete_epoch(epoch)
     assert report.turns_deleted == 2
     assert report.vacuumed
@@ -107,6 +119,7 @@ def test_delete_epoch_shreds_everything(runtime, home):
     assert [t.text for t in store.unconsolidated()] == ["a turn written during sleep"]
     wal = Path(str(runtime.paths.database) + "-wal")
     assert not wal.exists() or wal.stat().st_size == 0
+    assert [_files_contain(home, blob) for blob in shredded] == [[], [], []]
     assert _files_contain(home, CANARY.encode()) == []
     assert _files_contain(home, b"canary-7f3a9") == []
     integrity = runtime.database.execute("PRAGMA integrity_check").fetchone()[0]

@@ -329,11 +329,15 @@ def sleep_auto(key_on_stdin: bool) -> None:
 
     runtime = _runtime()
     if key_on_stdin:  # the app that unlocked the memory runs this night
+        from assistant.sleep.auto import log
+
         try:
             runtime.handed_key = bytes.fromhex(sys.stdin.readline().strip())
-        except ValueError:
-            raise AssistantError("The key handed to `sleep auto` is not hex.") from None
-        runtime.master_key  # noqa: B018 - a wrong key fails now, whatever the conditions
+            runtime.master_key  # noqa: B018 - a wrong key fails now, whatever the conditions
+        except (ValueError, AssistantError):
+            line = "the key the chat app handed over does not open the memory (was it rotated?)"
+            log(runtime, f"not sleeping: {line}; reopen the app")
+            raise AssistantError(f"Not sleeping: {line}.") from None
     sleep_if_due(runtime, Sensors())
 
 
@@ -391,11 +395,11 @@ def _size(num_bytes: int) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def adapters_list(as_json: bool) -> None:
     """Every expert of the active model, with a short summary of what it holds."""
-    from assistant.adapters.manage import describe
+    from assistant.adapters.manage import describe_all
 
     runtime = _runtime()
     model = runtime.require_model()
-    rows = [describe(runtime, e) for e in runtime.experts.list(model.name)]
+    rows = describe_all(runtime, model.name)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -416,6 +420,7 @@ def adapters_show(expert_id: int) -> None:
     from assistant.adapters.manage import describe
 
     runtime = _runtime()
+    runtime.memory  # noqa: B018 - unlocked before the expert is read (see describe_all)
     expert = runtime.experts.get(runtime.require_model().name, expert_id)
     click.echo(json.dumps(describe(runtime, expert), indent=2))
 

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from assistant.errors import AssistantError
+from assistant.errors import AssistantError, TamperedError
 from assistant.faults import crash_point
 from assistant.models.peft import PeftAdapter
 from assistant.store import vault
-from assistant.store.db import Database
+from assistant.store.db import Database, fsync_directory, retry_while_busy
 from assistant.store.memory import MemoryStore
 from assistant.store.sealed import expert_key_label
 
@@ -91,13 +91,15 @@ def _record(row: tuple) -> ExpertRecord:
 LEGACY_PEFT_DIR = "peft"  # where a plaintext expert kept its PEFT folder
 
 
-def _remove_plaintext(directory: Path) -> None:
+def remove_plaintext(directory: Path) -> None:
+    """Delete what an expert from before sealing kept in plaintext (unlinked: the disk's
+    blocks are not overwritten, which on SSDs nothing can promise)."""
     legacy = [directory / LEGACY_PEFT_DIR, directory / vault.GGUF_FILE]
     if not any(path.exists() for path in legacy):
         return
     shutil.rmtree(legacy[0], ignore_errors=True)
     legacy[1].unlink(missing_ok=True)
-    vault.fsync_directory(directory)
+    fsync_directory(directory)
 
 
 class ExpertRegistry:
@@ -179,8 +181,14 @@ class ExpertRegistry:
 
     def open(self, memory: MemoryStore, expert: ExpertRecord) -> vault.SealedExpert:
         """The expert's files with their key; fails if the row or the files were changed."""
-        if expert.wrapped_key is None:  # read before the unlock sealed it: read it again
-            expert = self._select("id = ?", [expert.id])[0]
+        if expert.wrapped_key is None:  # read before this unlock sealed it: read it again
+            expert = (self._select("id = ?", [expert.id]) or [expert])[0]
+        if expert.wrapped_key is None:
+            raise TamperedError(
+                f"Expert {expert.id} has no key in the registry: it was changed outside the"
+                " assistant, so it is not used.",
+                hint="Remove it with `assistant adapters reset` or restore a backup.",
+            )
         key = memory.unseal(
             key_label(expert.id, expert.model_name, expert.hashes), expert.wrapped_key
         )
@@ -202,8 +210,12 @@ class ExpertRegistry:
         plaintext to remove, which the next run does.
         """
         sealed = []
-        for expert in self._select("wrapped_key IS NULL", []):
-            adapter = PeftAdapter.read(expert.directory / LEGACY_PEFT_DIR)
+        for expert in self._select("wrapped_key IS NULL AND status = ?", [ACTIVE]):
+            legacy = expert.directory / LEGACY_PEFT_DIR
+            if not (legacy.is_dir() and (expert.directory / vault.GGUF_FILE).is_file()):
+                self.remove([expert])  # its files are gone already: nothing left to seal
+                continue
+            adapter = PeftAdapter.read(legacy)
             gguf = (expert.directory / vault.GGUF_FILE).read_bytes()
             key = vault.new_key()
             hashes = vault.seal_expert(expert.directory, key, adapter, gguf)
@@ -212,7 +224,7 @@ class ExpertRegistry:
                 self._set_key(memory, expert.id, expert.model_name, hashes, key)
             sealed.append(expert.id)
         for expert in self._select("wrapped_key IS NOT NULL", []):
-            _remove_plaintext(expert.directory)
+            remove_plaintext(expert.directory)
         return sealed
 
     def remove(self, experts: Iterable[ExpertRecord]) -> list[int]:
@@ -241,5 +253,5 @@ class ExpertRegistry:
                     f"DELETE FROM expert_probes WHERE expert_id IN ({marks})", ids
                 )
                 self.database.execute(f"DELETE FROM experts WHERE id IN ({marks})", ids)
-            self.database.purge_log()  # the deleted keys' bytes must not linger in the WAL
+            retry_while_busy(self.database.purge_log)  # no copy of the keys in the log
         return ids

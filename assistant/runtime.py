@@ -14,7 +14,12 @@ from assistant.experts import ExpertRegistry
 from assistant.models.registry import ModelRecord, ModelRegistry
 from assistant.paths import Paths
 from assistant.store.db import Database
-from assistant.store.keys import PassphrasePrompt, unlock
+from assistant.store.keys import (
+    PassphrasePrompt,
+    holds_records_from_before_sealing,
+    mark_all_sealed,
+    unlock,
+)
 from assistant.store.memory import MemoryStore
 
 
@@ -48,9 +53,23 @@ class Runtime:
     @cached_property
     def memory(self) -> MemoryStore:
         store = MemoryStore(self.database, self.master_key)
-        if self.experts.seal_plaintext(store):
-            self.notice("Sealed the experts learned before experts were encrypted.")
+        if holds_records_from_before_sealing(self.database, self.master_key):
+            self._seal_records_from_before(store)
         return store
+
+    def _seal_records_from_before(self, store: MemoryStore) -> None:
+        """Seal the sleep rows and experts an older version wrote unsealed, once; the key
+        check then records it, and from then on an unsealed one is refused as an edit."""
+        from assistant.sleep.state import SleepBusyError, SleepLock, SleepLog
+
+        try:
+            with SleepLock(self.paths.sleep_lock):
+                SleepLog.seal_rows_from_before(self.database, store)
+                if self.experts.seal_plaintext(store):
+                    self.notice("Sealed the experts learned before experts were encrypted.")
+                mark_all_sealed(self.database, self.master_key)
+        except SleepBusyError:
+            pass  # the process holding the lock (a sleep) does it
 
     def require_model(self) -> ModelRecord:
         """The active model; with none registered yet, the packaged starter, registered now."""

@@ -10,6 +10,7 @@ environment). ``how_this_machine_sleeps`` says which way applies, for `sleep why
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -53,22 +54,23 @@ def sleep_if_due(
     from assistant.sleep.options import SleepOptions, stop_on_signals
     from assistant.sleep.runner import SleepRunner
     from assistant.sleep.state import SleepBusyError
-    from assistant.store.keys import unattended
+    from assistant.store.keys import PASSPHRASE_ENV, unattended
 
     verdict = evaluate(runtime.config, runtime.database, runtime.paths.data_dir, sensors)
     if not verdict.holds:
-        return _log(runtime, f"not sleeping: {', '.join(verdict.blockers)}")
-    if runtime.handed_key is None and not unattended(runtime.database):
-        return _log(runtime, f"not sleeping: {how_this_machine_sleeps(runtime)}")
-    _log(runtime, "sleeping")
+        return log(runtime, f"not sleeping: {', '.join(verdict.blockers)}")
+    can_unlock = runtime.handed_key is not None or os.environ.get(PASSPHRASE_ENV)
+    if not (can_unlock or unattended(runtime.database)):
+        return log(runtime, f"not sleeping: {how_this_machine_sleeps(runtime)}")
+    log(runtime, "sleeping")
     watch = Watch(runtime.config, runtime.paths.data_dir, sensors)
     try:
         with stop_on_signals(progress) as signalled:
             options = SleepOptions(should_stop=lambda: signalled() or watch())
             report = SleepRunner(runtime, options, progress).run()
     except SleepBusyError:
-        return _log(runtime, "not sleeping: another sleep is running")
-    return _log(
+        return log(runtime, "not sleeping: another sleep is running")
+    return log(
         runtime,
         f"sleep {report.sleep_id}: {report.outcome}"
         + (f" ({report.reason})" if report.reason else ""),
@@ -98,7 +100,7 @@ def sleep_through_app(runtime: Runtime, sensors: Sensors) -> subprocess.Popen | 
     return process
 
 
-def _log(runtime: Runtime, line: str) -> str:
+def log(runtime: Runtime, line: str) -> str:
     stamp = datetime.now().astimezone().isoformat(timespec="seconds")
     with (runtime.paths.data_dir / LOG_FILE).open("a") as handle:
         handle.write(f"{stamp} {line}\n")

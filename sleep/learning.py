@@ -28,6 +28,7 @@ from assistant.sleep.report import CONSOLIDATED, KEPT, NOTHING_NEW, SleepReport
 from assistant.sleep.seeding import Hooks, KnowledgeSeeding, SeedingSettings, export_expert
 from assistant.sleep.teacher import Teacher
 from assistant.store import vault
+from assistant.store.db import fsync_directory
 
 # Room left after the teacher's note for a probe question and its answer.
 QUESTION_ROOM_TOKENS = 64
@@ -84,9 +85,8 @@ class Learning:
         learned = experts.active(model.name)
         with stage(report, "N2 light"):
             _check_integrity(self.runtime, learned)
-            engine = ChatEngine(
-                model.gguf_path, self.runtime.expert_specs(), config.n_ctx, n_threads=config.threads
-            )
+            specs = [experts.chat_spec(self.runtime.memory, e) for e in learned]
+            engine = ChatEngine(model.gguf_path, specs, config.n_ctx, n_threads=config.threads)
             teacher = Teacher(engine, config.sleep_max_answer_tokens)
             room = engine.n_ctx - QUESTION_ROOM_TOKENS - config.sleep_max_answer_tokens
             notes = triage.notes_that_fit(
@@ -217,7 +217,7 @@ class Learning:
         hashes = vault.seal_expert(self.scratch, key, adapter, gguf)
         shutil.rmtree(self.expert_dir, ignore_errors=True)
         os.replace(self.scratch, self.expert_dir)
-        vault.fsync_directory(self.expert_dir.parent)
+        fsync_directory(self.expert_dir.parent)
         self.expert = vault.SealedExpert(self.expert_dir, key, hashes, "tonight's expert")
 
     def _save_checkpoint(self) -> None:
@@ -247,8 +247,7 @@ def _check_integrity(runtime: Runtime, learned) -> None:
             hint="Restore the data directory from a backup.",
         )
     for expert in learned:
-        names = expert.hashes or {vault.GGUF_FILE: ""}
-        if not all((expert.directory / (name + vault.SUFFIX)).is_file() for name in names):
+        if not all((expert.directory / (name + vault.SUFFIX)).is_file() for name in expert.hashes):
             raise AssistantError(
                 f"The files of expert {expert.id} are missing or incomplete; nothing was changed.",
                 hint="Restore the data directory from a backup.",

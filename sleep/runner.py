@@ -77,6 +77,7 @@ class SleepRunner:
             row, night = resumed
             sleep_id, epochs = row.id, row.epochs
             report = SleepReport.from_json(night.report)
+            report.model = report.model or night.model  # paused by a version without it
             self.log.advance(sleep_id, state.LEARNING, outcome=None, finished_at=None)
             self.progress(f"resuming sleep {sleep_id}: {night.stage}, step {night.step}")
         else:

@@ -18,9 +18,9 @@ next run finishes the job.
 Each row's state (times, stage, outcome, epochs, expert) is sealed under the master
 key in ``state_seal``, so a row edited in the file is refused instead of making a
 night shred other epochs or commit a planted expert. Rows written before the seal
-existed are sealed as they are the first time a key opens the store (the
-``sleep_state_sealed`` meta row marks it done); after that, a row without a seal
-is refused too. What a seal cannot stop: an old, authentic copy of the same row
+existed are sealed as they are the first time a key opens the store (the key
+check, re-sealed, marks it done: see ``assistant.store.keys``); after that, a row
+without a seal is refused too. What a seal cannot stop: an old, authentic copy of the same row
 put back (a rollback of the whole file).
 """
 
@@ -74,7 +74,11 @@ class SleepRow:
 
 
 _STATE_COLUMNS = ("started_at", "finished_at", "stage", "outcome", "epochs", "expert_id")
-SEALED_META_KEY = "sleep_state_sealed"
+
+
+def _seal_state(store: MemoryStore, sleep_id: int, state: dict[str, object]) -> bytes:
+    data = json.dumps([state[name] for name in _STATE_COLUMNS]).encode()
+    return store.seal(f"sleep-state:{sleep_id}", data)
 
 
 class SleepLog:
@@ -83,24 +87,23 @@ class SleepLog:
     def __init__(self, database: Database, store: MemoryStore) -> None:
         self.database = database
         self.store = store
-        if database.get_meta(SEALED_META_KEY) is None:
-            self._seal_existing_rows()
 
     def _seal(self, sleep_id: int, state: dict[str, object]) -> bytes:
-        data = json.dumps([state[name] for name in _STATE_COLUMNS]).encode()
-        return self.store.seal(f"sleep-state:{sleep_id}", data)
+        return _seal_state(self.store, sleep_id, state)
 
-    def _seal_existing_rows(self) -> None:
-        with self.database.transaction():
-            rows = self.database.execute(
+    @staticmethod
+    def seal_rows_from_before(database: Database, store: MemoryStore) -> None:
+        """Seal the rows an older version wrote without a seal (see Runtime.memory)."""
+        with database.transaction():
+            rows = database.execute(
                 f"SELECT id, {', '.join(_STATE_COLUMNS)} FROM sleeps WHERE state_seal IS NULL"
             ).fetchall()
             for sleep_id, *values in rows:
-                seal = self._seal(sleep_id, dict(zip(_STATE_COLUMNS, values, strict=True)))
-                self.database.execute(
-                    "UPDATE sleeps SET state_seal = ? WHERE id = ?", [seal, sleep_id]
+                state = dict(zip(_STATE_COLUMNS, values, strict=True))
+                database.execute(
+                    "UPDATE sleeps SET state_seal = ? WHERE id = ?",
+                    [_seal_state(store, sleep_id, state), sleep_id],
                 )
-            self.database.set_meta(SEALED_META_KEY, now())
 
     def _verify(self, sleep_id: int, state: dict[str, object], seal: bytes | None) -> None:
         refused = TamperedError(

@@ -13,12 +13,14 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from assistant.experts import ExpertRecord
+from assistant.experts import LEGACY_PEFT_DIR, ExpertRecord, remove_plaintext
 from assistant.faults import crash_point
+from assistant.models.peft import PeftAdapter
 from assistant.runtime import Runtime
 from assistant.sleep import probes, state
 from assistant.sleep.probes import Probe
 from assistant.sleep.report import CONSOLIDATED, SleepReport
+from assistant.store import vault
 from assistant.store.vault import SealedExpert
 
 
@@ -28,7 +30,7 @@ def expert_dir(experts_dir: Path, sleep_id: int) -> Path:
 
 
 def staging_dir(experts_dir: Path, sleep_id: int) -> Path:
-    """Where a night writes its candidate experts (removed when the night ends)."""
+    """Where a night seals its verified expert before renaming it to ``expert_dir``."""
     return experts_dir / f".staging-{sleep_id}"
 
 
@@ -42,10 +44,15 @@ def _night_expert(runtime: Runtime, sleep_id: int, expert_dir: Path) -> SealedEx
     (sealed,) = runtime.database.execute(
         "SELECT expert_key FROM sleeps WHERE id = ?", [sleep_id]
     ).fetchone()
+    label = f"the expert of night {sleep_id}"
+    if sealed is None:  # verified by a version that saved experts in plaintext: sealed now
+        key = vault.new_key()
+        adapter = PeftAdapter.read(expert_dir / LEGACY_PEFT_DIR)
+        gguf = (expert_dir / vault.GGUF_FILE).read_bytes()
+        hashes = vault.seal_expert(expert_dir, key, adapter, gguf)
+        return SealedExpert(expert_dir, key, hashes, label)
     data = json.loads(runtime.memory.unseal(f"sleep-expert-key:{sleep_id}", sealed))
-    return SealedExpert(
-        expert_dir, bytes.fromhex(data["key"]), data["hashes"], f"the expert of night {sleep_id}"
-    )
+    return SealedExpert(expert_dir, bytes.fromhex(data["key"]), data["hashes"], label)
 
 
 def seal_probes(runtime: Runtime, label: str, kept: list[Probe]) -> bytes:
@@ -84,6 +91,7 @@ def wake(runtime: Runtime, log: state.SleepLog, sleep_id: int, expert_dir: Path)
     report.outcome = report.outcome or CONSOLIDATED
     if row.stage == state.VERIFIED:
         _commit(runtime, log, row, report, expert_dir)
+    remove_plaintext(expert_dir)  # what a night verified by an older version left
     log.advance(sleep_id, state.SHREDDING)
     for epoch_id in row.epochs:
         store.delete_epoch(epoch_id)

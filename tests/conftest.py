@@ -110,3 +110,17 @@ def learned_home(model_home: Path, foreign_adapters: list[Path]) -> Path:
     runtime.database.execute("INSERT INTO expert_probes VALUES (1, ?)", [sealed])
     runtime.database.close()
     return model_home
+
+
+def as_before_sealing(runtime) -> None:
+    """Make an unlocked store look written by a version from before records were sealed:
+    its key check under the older associated data (what its next unlock looks for)."""
+    import base64
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from assistant.store import keys
+
+    nonce = os.urandom(12)
+    blob = nonce + AESGCM(runtime.master_key).encrypt(nonce, b"ok", keys._BEFORE_SEALING_AD)
+    runtime.database.set_meta("key_check", base64.b64encode(blob).decode())

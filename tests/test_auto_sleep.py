@@ -351,5 +351,6 @@ def test_a_passphrase_memory_sleeps_through_the_app_not_the_scheduled_job(
         text=True,
         timeout=120,
     )
-    assert wrong.returncode == 1 and "Wrong passphrase or key" in wrong.stderr
+    assert wrong.returncode == 1 and "does not open the memory" in wrong.stderr
+    assert "reopen the app" in log.read_text().splitlines()[-1]
     app.database.close()

@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from assistant.cli import cli
-from tests.conftest import EXPERTS, plaintext_expert_files
+from tests.conftest import EXPERTS, as_before_sealing, plaintext_expert_files
 
 # llama.cpp sums in float32 across threads: the same weights agree to about 1e-6.
 PROMPT = "<|im_start|>user\nMy dog is called Rex. What is my dog called?<|im_end|>\n"
@@ -119,6 +119,7 @@ def _make_plaintext_store(home: Path) -> None:
         (expert.directory / "expert.gguf").write_bytes(opened.gguf())
         for sealed in expert.directory.glob("*.sealed"):
             sealed.unlink()
+    as_before_sealing(runtime)
     runtime.database.close()
     with sqlite3.connect(home / "data" / "assistant.db", isolation_level=None) as db:
         for column in ("peft_dir TEXT", "gguf_path TEXT"):
@@ -187,4 +188,18 @@ def test_key_rotate_rewraps_the_experts_keys(learned_home: Path, monkeypatch) ->
     engine.close()
     (sealed,) = runtime.database.execute("SELECT expert_key FROM sleeps").fetchone()
     assert runtime.memory.unseal(f"sleep-expert-key:{sleep_id}", sealed) == b"key and hashes"
+    runtime.database.close()
+
+
+def test_a_plaintext_expert_whose_files_are_gone_is_removed_not_a_locked_store(
+    learned_home: Path,
+) -> None:
+    import shutil
+
+    _make_plaintext_store(learned_home)
+    runtime, model = _runtime()
+    shutil.rmtree(runtime.experts.get(model.name, 2).directory)  # a reset killed half-way
+    listed = CliRunner().invoke(cli, ["adapters", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert [row["id"] for row in json.loads(listed.stdout)] == [1, 3]
     runtime.database.close()

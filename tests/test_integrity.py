@@ -18,7 +18,7 @@ from assistant.sleep.state import SleepLog
 from assistant.store.db import Database
 from assistant.store.keys import derive_from_passphrase, initialize, key_check, unlock
 from assistant.store.memory import MemoryStore
-from tests.conftest import TEST_PASSPHRASE
+from tests.conftest import TEST_PASSPHRASE, as_before_sealing
 
 
 def _reopened(runtime) -> MemoryStore:
@@ -82,14 +82,38 @@ def test_an_edited_sleep_row_is_refused(runtime, column, value):
 
 
 def test_sleep_rows_from_before_the_seal_are_sealed_once_then_checked(runtime):
-    runtime.database  # noqa: B018 - the file exists, as made by an earlier version
+    from assistant.runtime import Runtime
+
+    runtime.memory  # noqa: B018 - unlocked
+    as_before_sealing(runtime)
     _raw(runtime, "INSERT INTO sleeps (started_at, stage, epochs) VALUES ('t', 'paused', '[4]')")
-    log = SleepLog(runtime.database, runtime.memory)  # the first open with a key seals it
-    (row,) = log.unfinished()
+    reopened = Runtime()  # the first unlock after the upgrade seals it
+    (row,) = SleepLog(reopened.database, reopened.memory).unfinished()
     assert (row.stage, row.epochs) == ("paused", [4])
     _raw(runtime, "UPDATE sleeps SET epochs = '[4, 5]'")
     with pytest.raises(TamperedError, match="was changed"):
         SleepLog(runtime.database, runtime.memory).unfinished()
+
+
+def test_an_unsealed_row_in_a_sealed_store_is_refused_after_any_unlock(runtime):
+    """Once a store is sealed, nothing can pass for a record from before: not a sleep row
+    without a seal, not an expert without a key (whatever plaintext files it points to)."""
+    from assistant.runtime import Runtime
+
+    runtime.memory  # noqa: B018 - a store made by this version: sealed from the start
+    _raw(runtime, "INSERT INTO sleeps (started_at, stage, epochs) VALUES ('t', 'verified', '[1]')")
+    _raw(
+        runtime,
+        "INSERT INTO experts (model_name, level, scale, status, directory, created_at, origin)"
+        " VALUES ('m', 1, 1.0, 'active', ?, 't', 'sleep')",
+        [str(runtime.paths.experts_dir / "planted")],
+    )
+    reopened = Runtime()
+    with pytest.raises(TamperedError, match="was changed"):
+        SleepLog(reopened.database, reopened.memory).unfinished()
+    (planted,) = reopened.experts.active("m")
+    with pytest.raises(TamperedError, match="has no key in the registry"):
+        reopened.experts.open(reopened.memory, planted)
 
 
 _watched: list[Path] = []  # the database path a test watches being opened

@@ -120,12 +120,12 @@ class AdaptersScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="adapters")
     def _load(self) -> None:
-        from assistant.adapters.manage import describe
+        from assistant.adapters.manage import describe_all
 
         runtime = self.app.runtime
         try:
             model = runtime.require_model()
-            rows = [describe(runtime, e) for e in runtime.experts.list(model.name)]
+            rows = describe_all(runtime, model.name)
         except AssistantError as error:
             self.app.call_from_thread(self.app.show_error, error)
             return

@@ -151,7 +151,7 @@ class AssistantApp(App):
         prompt.focus()
         if self._woke_a_sleep:
             self._awake_timer = self.set_interval(AWAKE_POLL_SECONDS, self._check_awake)
-        self.set_interval(NIGHT_CHECK_SECONDS, self._sleep_if_due)
+        self._night_timer = self.set_interval(NIGHT_CHECK_SECONDS, self._sleep_if_due)
 
     @work(thread=True, exclusive=True, group="night")
     def _sleep_if_due(self) -> None:
@@ -163,8 +163,15 @@ class AssistantApp(App):
         if self._night is not None:
             if self._night.poll() is None:
                 return
-            self._night = None  # it ended: apply what it committed, say how it went
-            self.call_from_thread(self.reload_experts)
+            failed, self._night = self._night.returncode != 0, None
+            if failed:  # e.g. the key was rotated since this app unlocked: no retrying
+                self._night_timer.stop()
+                self.call_from_thread(
+                    self.show_notice,
+                    "The night could not start (see sleep-auto.log); reopen the app.",
+                )
+                return
+            self.call_from_thread(self.reload_experts)  # apply what it committed
             self.call_from_thread(self._show_report, unseen_report(self.runtime))
         self._night = sleep_through_app(self.runtime, self.sensors)
 
@@ -310,7 +317,10 @@ class AssistantApp(App):
     def reload_experts(self) -> None:
         """Apply the experts the registry now lists (after a reset or an import)."""
         if self.engine is not None:
-            self.engine.set_experts(self.runtime.expert_specs())
+            try:
+                self.engine.set_experts(self.runtime.expert_specs())
+            except AssistantError as error:  # e.g. an expert file refused: chat goes on
+                self.show_error(error)
             self._refresh_status()
 
     def show_notice(self, line: str) -> None:

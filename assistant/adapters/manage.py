@@ -26,6 +26,7 @@ from assistant.models.registry import ModelRecord
 from assistant.runtime import Runtime
 from assistant.sleep.state import SleepLock, now
 from assistant.store import vault
+from assistant.store.db import fsync_directory
 
 EXPORT_INFO = "export.json"  # next to every export: which base and experts it came from
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -49,6 +50,13 @@ def summary(runtime: Runtime, expert: ExpertRecord) -> str:
     )
     learned = "; ".join(report.learned[:3])
     return f"Learned from {report.turns} messages" + (f", e.g. {learned}" if learned else ".")
+
+
+def describe_all(runtime: Runtime, model_name: str) -> list[dict]:
+    """``describe`` for every expert of the model, read once the memory is unlocked (the first
+    unlock after an upgrade may seal or drop experts)."""
+    runtime.memory  # noqa: B018
+    return [describe(runtime, e) for e in runtime.experts.list(model_name)]
 
 
 def describe(runtime: Runtime, expert: ExpertRecord) -> dict:
@@ -117,6 +125,7 @@ def export(
             hint="Choose a new folder.",
         )
     model = runtime.require_model()
+    runtime.memory  # noqa: B018 - unlocked before the experts are read (see describe_all)
     experts = runtime.experts.active(model.name)
     if not experts:
         raise AssistantError(
@@ -211,7 +220,7 @@ def import_adapter(
         key = vault.new_key()
         hashes = vault.seal_expert(staging, key, adapter, gguf)
         os.replace(staging, experts_dir / name)  # if killed now, the next sleep removes the orphan
-        vault.fsync_directory(experts_dir)
+        fsync_directory(experts_dir)
         with runtime.database.transaction():
             expert_id = runtime.experts.add(
                 store,

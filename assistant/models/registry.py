@@ -23,7 +23,7 @@ from assistant.models.convert import QUANT_TYPES, convert_to_gguf, quantize
 from assistant.models.gguf_import import copy_is_current, dequantize_to_hf, gguf_facts
 from assistant.models.hf_weights import read_config
 from assistant.models.starter import STARTER_NAME, starter_gguf
-from assistant.store.db import Database
+from assistant.store.db import Database, retry_while_busy
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _HF_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]
@@ -274,6 +274,6 @@ class ModelRegistry:
             conn.execute("DELETE FROM models WHERE name = ?", [name])
             if self.database.get_meta("active_model") == name:
                 conn.execute("DELETE FROM meta WHERE key = 'active_model'")
-        self.database.purge_log()  # the experts' wrapped keys leave no copy in the log
         for directory in [record.hf_dir.parent, *expert_dirs]:
             shutil.rmtree(directory, ignore_errors=True)
+        retry_while_busy(self.database.purge_log)  # no copy of the experts' keys in the log

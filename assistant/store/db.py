@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import sqlite_utils
 
+T = TypeVar("T")
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = []
 
 
@@ -248,3 +251,42 @@ class Database:
     def close(self) -> None:
         with self.lock:
             self.conn.close()
+
+
+BUSY_RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)  # about 9 s in all
+
+
+def retry_while_busy(action: Callable[[], T]) -> T:
+    """``action``, tried again after a pause while another process keeps the database busy
+    (its busy_timeout ran out, or a WAL checkpoint could not finish); then the error."""
+    from assistant.errors import DatabaseBusyError
+
+    for delay in BUSY_RETRY_DELAYS:
+        try:
+            return _locked_as_busy(action)
+        except DatabaseBusyError:
+            time.sleep(delay)
+    return _locked_as_busy(action)
+
+
+def _locked_as_busy(action: Callable[[], T]) -> T:
+    """SQLite's "database is locked" as a DatabaseBusyError."""
+    from assistant.errors import DatabaseBusyError
+
+    try:
+        return action()
+    except sqlite3.OperationalError as error:
+        if "is locked" not in str(error):
+            raise
+        raise DatabaseBusyError("Another process kept the database busy.") from None
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a directory's entries (files created, renamed or removed in it) durable."""
+    if os.name == "nt":  # Windows cannot open a directory; its renames are durable on return
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -23,12 +23,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from assistant.errors import KeyStoreError, WrongKeyError
-from assistant.store.db import Database
+from assistant.store.db import Database, fsync_directory
 
 KEY_SOURCES = ("keyring", "passphrase", "keyfile")
 KEYRING_SERVICE = "assistant-memory"
 PASSPHRASE_ENV = "ASSISTANT_PASSPHRASE"
-_KEY_CHECK_AD = b"assistant/key-check/v1"
+# The key check's associated data also says what the store holds. v2: every record written
+# before records were sealed (sleep rows, experts) has been sealed since, so an unsealed one
+# is an edit, refused. A v1 check (an older store) has them sealed at its next unlock.
+_KEY_CHECK_AD = b"assistant/key-check/v2"
+_BEFORE_SEALING_AD = b"assistant/key-check/v1"
 KEY_BYTES = 32  # AES-256
 # scrypt cost for new keys: ~0.5 s and 128 MiB; stored per database, so stores made with
 # a lower cost (n=2**15 before) still open, and `key rotate` moves them to this one.
@@ -78,16 +82,33 @@ def key_check(key: bytes) -> str:
 
 
 def _verify(key: bytes, check: str) -> None:
+    if _check_version(key, check) is None:
+        raise WrongKeyError("Wrong passphrase or key: this memory was locked with another key.")
+
+
+def _check_version(key: bytes, check: str) -> bytes | None:
+    """The associated data ``key`` opens the check with; None if it opens it with neither."""
     from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     blob = _unb64(check)
-    try:
-        AESGCM(key).decrypt(blob[:12], blob[12:], _KEY_CHECK_AD)
-    except InvalidTag:
-        raise WrongKeyError(
-            "Wrong passphrase or key: this memory was locked with another key."
-        ) from None
+    for ad in (_KEY_CHECK_AD, _BEFORE_SEALING_AD):
+        try:
+            AESGCM(key).decrypt(blob[:12], blob[12:], ad)
+            return ad
+        except InvalidTag:
+            continue
+    return None
+
+
+def holds_records_from_before_sealing(database: Database, key: bytes) -> bool:
+    """Whether this store still has to seal what an older version wrote unsealed."""
+    return _check_version(key, database.get_meta("key_check") or "") == _BEFORE_SEALING_AD
+
+
+def mark_all_sealed(database: Database, key: bytes) -> None:
+    """Record, under the key, that nothing unsealed is legitimate any more."""
+    database.set_meta("key_check", key_check(key))
 
 
 def current_source(database: Database) -> str | None:
@@ -148,16 +169,8 @@ def create_key(
         handle.write(key)
         handle.flush()
         os.fsync(handle.fileno())
-    _fsync_dir(key_file.parent)
+    fsync_directory(key_file.parent)
     return key, {}
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def initialize(
@@ -215,7 +228,7 @@ def finish_rotation(database: Database, key_file: Path) -> bool:
     if pending.exists():
         with contextlib.suppress(FileNotFoundError):  # another process finished it
             os.replace(pending, key_file)  # atomic: the old key file's bytes are gone
-        _fsync_dir(key_file.parent)
+        fsync_directory(key_file.parent)
     database.execute("DELETE FROM meta WHERE key = ?", [ROTATION_META])
     return True
 
@@ -232,10 +245,9 @@ def discard_rotation(database: Database, key_file: Path) -> None:
 
 
 def unattended(database: Database) -> bool:
-    """Whether a process with no one at a terminal can unlock the memory: a keychain or key
-    file store, or a passphrase given in the environment. (A passphrase is never stored.)"""
-    source = current_source(database)
-    return source in ("keyring", "keyfile") or bool(os.environ.get(PASSPHRASE_ENV))
+    """Whether the scheduled job can unlock the memory with no one there: a keychain or key
+    file store. A passphrase is never stored (and the job's environment never holds one)."""
+    return current_source(database) in ("keyring", "keyfile")
 
 
 def unlock(

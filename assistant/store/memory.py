@@ -11,22 +11,18 @@ WAL and vacuums so no page with the old ciphertext lingers.
 from __future__ import annotations
 
 import os
-import sqlite3
-import time
 import unicodedata
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TypeVar
 
 from assistant.errors import (
     AssistantError,
-    DatabaseBusyError,
     InvalidMessageError,
     KeyStoreError,
     TamperedError,
 )
-from assistant.store.db import Database
+from assistant.store.db import Database, retry_while_busy
 from assistant.store.sealed import epoch_ad, record_ad, unwrap, wrap
 
 T = TypeVar("T")
@@ -36,7 +32,6 @@ MAX_MESSAGE_CHARS = 32_768
 VACUUM_LIMIT_BYTES = 512 * 1024 * 1024
 # Seconds to wait between tries while another connection keeps the database busy during a
 # shred (each try also waits the connection's busy_timeout); then a clear error.
-BUSY_RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
 @dataclass(frozen=True)
@@ -328,9 +323,9 @@ class MemoryStore:
         Conversations left without turns go too, unless an open chat holds them. While
         another connection keeps the database busy, each step is tried again after a pause.
         """
-        deleted = _retry_while_busy(lambda: self._delete_rows(epoch_id))
+        deleted = retry_while_busy(lambda: self._delete_rows(epoch_id))
         self._epoch_ciphers.pop(epoch_id, None)
-        frames, vacuumed = _retry_while_busy(self._purge)
+        frames, vacuumed = retry_while_busy(self._purge)
         return ShredReport(epoch_id, deleted, frames, vacuumed)
 
     def _delete_rows(self, epoch_id: int) -> int:
@@ -365,22 +360,3 @@ class MemoryStore:
             self.database.execute("VACUUM")
             frames += self.database.purge_log()
         return frames, vacuumed
-
-
-def _retry_while_busy(action: Callable[[], T]) -> T:
-    for delay in BUSY_RETRY_DELAYS:
-        try:
-            return _locked_as_busy(action)
-        except DatabaseBusyError:
-            time.sleep(delay)
-    return _locked_as_busy(action)
-
-
-def _locked_as_busy(action: Callable[[], T]) -> T:
-    """SQLite's "database is locked" (its busy_timeout ran out) as a DatabaseBusyError."""
-    try:
-        return action()
-    except sqlite3.OperationalError as error:
-        if "is locked" not in str(error):
-            raise
-        raise DatabaseBusyError("Another process kept the database busy.") from None

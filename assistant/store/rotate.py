@@ -24,7 +24,7 @@ from pathlib import Path
 
 from assistant.errors import AssistantError, KeyStoreError
 from assistant.faults import crash_point
-from assistant.store.db import Database
+from assistant.store.db import Database, retry_while_busy
 from assistant.store.keys import (
     ROTATION_META,
     PassphrasePrompt,
@@ -32,6 +32,7 @@ from assistant.store.keys import (
     current_source,
     discard_rotation,
     finish_rotation,
+    holds_records_from_before_sealing,
     key_check,
     pending_key_file,
     unlock,
@@ -47,6 +48,12 @@ def rotate_master_key(
     holds the sleep lock: a night must not seal anything under the old key meanwhile."""
     discard_rotation(database, key_file)
     old_key = unlock(database, key_file, prompt)  # finishes a committed rotation
+    if holds_records_from_before_sealing(database, old_key):
+        raise KeyStoreError(
+            "This memory still holds records an older version wrote unsealed; they are sealed"
+            " the next time a command opens it, and only then can its key be replaced.",
+            hint="Run `assistant sleep status` once, then rotate again.",
+        )
     _require_registered(database)
     source = current_source(database)
     passphrase = _new_passphrase(prompt) if source == "passphrase" else None
@@ -62,7 +69,7 @@ def rotate_master_key(
         conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta.items())
     crash_point("rotate-committed")
     finish_rotation(database, key_file)
-    database.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    retry_while_busy(database.purge_log)  # the old wrapped keys leave no copy in the log
 
 
 def _new_passphrase(prompt: PassphrasePrompt | None) -> str:

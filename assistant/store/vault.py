@@ -17,10 +17,11 @@ from pathlib import Path
 
 from assistant.errors import TamperedError
 from assistant.models.peft import CONFIG_FILE, WEIGHTS_FILE, PeftAdapter
+from assistant.store.db import fsync_directory
+from assistant.store.keys import KEY_BYTES
 
 GGUF_FILE = "expert.gguf"  # what chat loads
 SUFFIX = ".sealed"
-KEY_BYTES = 32
 
 
 def new_key() -> bytes:
@@ -51,17 +52,6 @@ def seal_expert(directory: Path, key: bytes, adapter: PeftAdapter, gguf: bytes) 
         hashes[name] = hashlib.sha256(sealed).hexdigest()
     fsync_directory(directory)
     return hashes
-
-
-def fsync_directory(directory: Path) -> None:
-    """Make a directory's entries (files created, renamed or removed in it) durable."""
-    if os.name == "nt":  # Windows cannot open a directory; its renames are durable on return
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)

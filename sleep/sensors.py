@@ -22,7 +22,7 @@ CommandRunner = Callable[[Sequence[str]], "str | None"]
 SYS_POWER_SUPPLY = Path("/sys/class/power_supply")
 HEARTBEAT_FILE = "chat.heartbeat"
 OPEN_FILE = "chat.open"
-HEARTBEAT_SECONDS = 20  # how often an open chat app says it is still open
+OPEN_BEAT_SECONDS = 20  # how often an open chat app says it is still open
 
 
 @dataclass(frozen=True)
@@ -211,7 +211,7 @@ class Heartbeat:
 
     The app records a use when it opens and on every key press or click; a running
     sleep watches that to wake up, and idleness counts from it. Separately, the app
-    beats every ``HEARTBEAT_SECONDS`` while open, so an app left open reads as open
+    beats every ``OPEN_BEAT_SECONDS`` while open, so an app left open reads as open
     but idle, never as in use.
     """
 
@@ -242,7 +242,7 @@ class Heartbeat:
         """Whether the app beat recently enough to be open (three beats' grace)."""
         beat = _mtime(self.open_path)
         now = time.time() if now is None else now
-        return beat is not None and now - beat < 3 * HEARTBEAT_SECONDS
+        return beat is not None and now - beat < 3 * OPEN_BEAT_SECONDS
 
 
 def _touch(path: Path) -> None:

@@ -126,7 +126,7 @@ def _app_counts_as_idle(runtime: Runtime) -> bool:
 
 
 async def test_an_open_app_without_input_is_idle_and_typing_is_not(model_home, monkeypatch):
-    monkeypatch.setattr("assistant.tui.app.HEARTBEAT_SECONDS", 0.05)  # beats while open
+    monkeypatch.setattr("assistant.tui.app.OPEN_BEAT_SECONDS", 0.05)  # beats while open
     runtime = Runtime()
     app = AssistantApp(runtime)
     heartbeat = Heartbeat(runtime.paths.data_dir)
@@ -139,5 +139,6 @@ async def test_an_open_app_without_input_is_idle_and_typing_is_not(model_home, m
         assert _app_counts_as_idle(runtime)
         assert heartbeat.is_open()
 
+        app._last_beat = float("-inf")  # a key press beats at most once a second
         await pilot.press("h")
         assert not _app_counts_as_idle(runtime)

@@ -21,7 +21,7 @@ from assistant.errors import AssistantError, NoModelError
 from assistant.runtime import Runtime
 from assistant.sleep.policy import Sensors
 from assistant.sleep.report import SleepReport
-from assistant.sleep.sensors import HEARTBEAT_SECONDS, Heartbeat
+from assistant.sleep.sensors import OPEN_BEAT_SECONDS, Heartbeat
 from assistant.store.memory import validate_message
 from assistant.tui.adapters import AdaptersScreen
 from assistant.tui.screens import NoModelScreen
@@ -118,7 +118,7 @@ class AssistantApp(App):
                 title="Waking up",
                 timeout=15,
             )
-        self.set_interval(HEARTBEAT_SECONDS, self.heartbeat.beat_open)
+        self.set_interval(OPEN_BEAT_SECONDS, self.heartbeat.beat_open)
         self.runtime.notice = self.show_notice  # e.g. the starter model registered
         unlock = unlock_screen_for(self.runtime)
         if unlock is None:

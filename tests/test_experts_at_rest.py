@@ -203,3 +203,38 @@ def test_a_plaintext_expert_whose_files_are_gone_is_removed_not_a_locked_store(
     assert listed.exit_code == 0, listed.output
     assert [row["id"] for row in json.loads(listed.stdout)] == [1, 3]
     runtime.database.close()
+
+
+def test_a_night_verified_before_sealing_is_committed_sealed(
+    model_home: Path, foreign_adapters: list[Path]
+) -> None:
+    """A night an older version verified (its expert saved in plaintext, no key in its row)
+    is committed by the next run as a sealed expert, its plaintext gone."""
+    from assistant.models.hf_weights import read_config
+    from assistant.models.lora_gguf import write_gguf_lora
+    from assistant.models.peft import PeftAdapter
+    from assistant.sleep import wake
+    from assistant.sleep.report import SleepReport
+    from assistant.sleep.runner import SleepRunner
+    from assistant.sleep.state import SleepLog
+
+    runtime, model = _runtime()
+    store = runtime.memory
+    log = SleepLog(runtime.database, store)
+    sleep_id = log.start()
+    directory = wake.expert_dir(runtime.paths.experts_dir, sleep_id)
+    PeftAdapter.read(foreign_adapters[0]).write(directory / "peft")
+    write_gguf_lora(foreign_adapters[0], read_config(model.hf_dir), directory / "expert.gguf")
+    log.advance(
+        sleep_id,
+        "verified",
+        report=store.seal(f"sleep-report:{sleep_id}", SleepReport(sleep_id).to_json()),
+        probes=wake.seal_probes(runtime, f"sleep-probes:{sleep_id}", []),
+    )
+    report = SleepRunner(runtime, progress=lambda _: None).run()
+    assert report.expert_id == 1
+    assert plaintext_expert_files(model_home, _tensors(foreign_adapters[:1])) == []
+    engine = runtime.load_engine()
+    assert len(engine.experts) == 1
+    engine.close()
+    runtime.database.close()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import subprocess
+import sys
 import time
 from datetime import datetime
 
@@ -16,7 +19,6 @@ from assistant.store.keys import unlock
 from assistant.store.memory import MemoryStore
 from assistant.tui.app import AssistantApp
 from assistant.tui.widgets import MessageView
-from tests.test_shredding import shred_in_another_process
 from tests.test_tui import ready, wait_until
 
 pytestmark = pytest.mark.asyncio
@@ -35,10 +37,19 @@ async def test_the_chat_goes_on_after_a_sleep_in_another_process_shreds_its_turn
     app = AssistantApp(runtime)
     async with app.run_test(size=(120, 40)) as pilot:
         (await ready(pilot)).focus()
-        await _say(pilot, "My cat is Mittens", views=2)
+        await _say(pilot, "Hello there, how are you today?", views=2)
         conversation = app.session.conversation_id
 
-        await asyncio.to_thread(shred_in_another_process)
+        # A real night in another process: small talk holds nothing to learn, so it shreds.
+        night = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "assistant", "sleep", "--now", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert night.returncode == 0, night.stderr
+        assert json.loads(night.stdout)["outcome"] == "nothing new"
         assert runtime.memory.count() == 0
 
         await _say(pilot, "And my dog is Rex", views=4)

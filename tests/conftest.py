@@ -124,3 +124,30 @@ def as_before_sealing(runtime) -> None:
     nonce = os.urandom(12)
     blob = nonce + AESGCM(runtime.master_key).encrypt(nonce, b"ok", keys._BEFORE_SEALING_AD)
     runtime.database.set_meta("key_check", base64.b64encode(blob).decode())
+
+
+@pytest.fixture
+def memory_keyring():
+    """An OS keychain held in memory, set process-wide for one test (keyring keeps the backend
+    it chose first); yields its entries, {(service, name): secret}."""
+    import keyring
+    from keyring.backend import KeyringBackend
+
+    entries: dict = {}
+
+    class MemoryKeyring(KeyringBackend):
+        priority = 1
+
+        def get_password(self, service, username):
+            return entries.get((service, username))
+
+        def set_password(self, service, username, password):
+            entries[(service, username)] = password
+
+        def delete_password(self, service, username):
+            entries.pop((service, username), None)
+
+    previous = keyring.get_keyring()
+    keyring.set_keyring(MemoryKeyring())
+    yield entries
+    keyring.set_keyring(previous)

@@ -118,36 +118,15 @@ def test_key_rotate_on_the_cli_for_a_key_file(home, monkeypatch):
     _nothing_left_behind(runtime)
 
 
-def test_rotating_a_keychain_store_deletes_the_old_entry(runtime, monkeypatch):
-    import keyring
-    from keyring.backend import KeyringBackend
-
-    class MemoryKeyring(KeyringBackend):
-        priority = 1
-        entries: dict = {}
-
-        def get_password(self, service, username):
-            return self.entries.get((service, username))
-
-        def set_password(self, service, username, password):
-            self.entries[(service, username)] = password
-
-        def delete_password(self, service, username):
-            self.entries.pop((service, username))
-
-    previous = keyring.get_keyring()
-    keyring.set_keyring(MemoryKeyring())
-    try:
-        monkeypatch.delenv("ASSISTANT_PASSPHRASE")
-        records = _fill(runtime)
-        assert runtime.database.get_meta("key_source") == "keyring"
-        old_entries = dict(MemoryKeyring.entries)
-        rotate_master_key(runtime.database, runtime.paths.key_file)
-        assert len(MemoryKeyring.entries) == 1 and not set(old_entries) & set(MemoryKeyring.entries)
-        _everything_reads(runtime, unlock(runtime.database, runtime.paths.key_file), records)
-        _nothing_left_behind(runtime)
-    finally:
-        keyring.set_keyring(previous)
+def test_rotating_a_keychain_store_deletes_the_old_entry(runtime, monkeypatch, memory_keyring):
+    monkeypatch.delenv("ASSISTANT_PASSPHRASE")
+    records = _fill(runtime)
+    assert runtime.database.get_meta("key_source") == "keyring"
+    old_entries = dict(memory_keyring)
+    rotate_master_key(runtime.database, runtime.paths.key_file)
+    assert len(memory_keyring) == 1 and not set(old_entries) & set(memory_keyring)
+    _everything_reads(runtime, unlock(runtime.database, runtime.paths.key_file), records)
+    _nothing_left_behind(runtime)
 
 
 ROTATE_SCRIPT = (

@@ -145,35 +145,14 @@ def test_bad_messages_are_refused_and_store_nothing(runtime, text, message):
     assert store.count() == 0
 
 
-def test_keyring_source(runtime, monkeypatch):
-    import keyring
-    from keyring.backend import KeyringBackend
-
-    class MemoryKeyring(KeyringBackend):
-        priority = 1
-        secrets: dict = {}
-
-        def get_password(self, service, username):
-            return self.secrets.get((service, username))
-
-        def set_password(self, service, username, password):
-            self.secrets[(service, username)] = password
-
-        def delete_password(self, service, username):
-            self.secrets.pop((service, username), None)
-
-    previous = keyring.get_keyring()
-    keyring.set_keyring(MemoryKeyring())
-    try:
-        monkeypatch.delenv("ASSISTANT_PASSPHRASE")
-        key = unlock(runtime.database, runtime.paths.key_file)  # first use picks the keychain
-        assert runtime.database.get_meta("key_source") == "keyring"
-        assert unlock(runtime.database, runtime.paths.key_file) == key
-        MemoryKeyring.secrets.clear()
-        with pytest.raises(KeyStoreError, match="keychain has no key"):
-            unlock(runtime.database, runtime.paths.key_file)
-    finally:
-        keyring.set_keyring(previous)
+def test_keyring_source(runtime, monkeypatch, memory_keyring):
+    monkeypatch.delenv("ASSISTANT_PASSPHRASE")
+    key = unlock(runtime.database, runtime.paths.key_file)  # first use picks the keychain
+    assert runtime.database.get_meta("key_source") == "keyring"
+    assert unlock(runtime.database, runtime.paths.key_file) == key
+    memory_keyring.clear()
+    with pytest.raises(KeyStoreError, match="keychain has no key"):
+        unlock(runtime.database, runtime.paths.key_file)
 
 
 def test_first_use_in_a_terminal_asks_for_a_new_passphrase(runtime, monkeypatch):

@@ -243,12 +243,18 @@ def model_rm(name: str, yes: bool) -> None:
 
 @cli.group(cls=_Group, invoke_without_command=True)
 @click.option("--now", is_flag=True, help="Sleep now, whatever the time and power.")
-@click.option("--backend", type=click.Choice(["auto", "torch"]), default="auto", show_default=True)
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "torch", "mlx"]),
+    help="Training backend (default: config, auto): auto is MLX on Apple silicon, torch"
+    " elsewhere, or whichever is installed.",
+)
 @click.option(
     "--device",
-    type=click.Choice(["auto", "cpu", "cuda", "mps"]),
+    type=click.Choice(["auto", "cpu", "cuda", "mps", "gpu"]),
     default="auto",
     show_default=True,
+    help="torch: cpu, cuda or mps; MLX: cpu or gpu.",
 )
 @click.option("--budget-minutes", type=float, help="Time the night may take (default: config).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -256,7 +262,7 @@ def model_rm(name: str, yes: bool) -> None:
 def sleep(
     ctx: click.Context,
     now: bool,
-    backend: str,
+    backend: str | None,
     device: str,
     budget_minutes: float | None,
     as_json: bool,

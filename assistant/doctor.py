@@ -1,12 +1,12 @@
 """`assistant doctor`: what works on this machine, each line saying where it was read from.
 
 Package versions come from their metadata (no import); only the training
-frameworks that are installed are imported, to list their devices.
+backends that are installed are imported, to list their devices, and the line
+"sleep uses" says which one ``--backend auto`` picks (``backends.choice``).
 """
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 
 from assistant.runtime import Runtime
@@ -31,24 +31,44 @@ def _sensor_lines(runtime: Runtime) -> Iterator[str]:
 def _backend_lines() -> Iterator[str]:
     from importlib.metadata import PackageNotFoundError, version
 
+    from assistant.backends import choice
+    from assistant.errors import AssistantError
+
     for package in ("llama-cpp-python", "torch", "peft", "transformers", "mlx", "mlx-lm"):
         try:
             yield f"{package}: {version(package)}"
         except PackageNotFoundError:
             yield f"{package}: not installed"
-    if importlib.util.find_spec("torch") is not None:
-        import torch
+    for name, devices in (("torch", _torch_devices), ("mlx", _mlx_devices)):
+        if not choice.installed(name):
+            yield f"training backend {name}: not installed ({choice.install_hint(name)})"
+            continue
+        try:
+            yield f"training backend {name}: available (devices {', '.join(devices())})"
+        except Exception as err:  # installed but broken: say so rather than fail the doctor
+            yield f"training backend {name}: installed but fails to load ({err})"
+    try:
+        yield f"sleep uses: {choice.resolve('auto')} (--backend auto)"
+    except AssistantError as err:
+        yield f"sleep uses: nothing ({err} {err.hint})"
 
-        devices = ["cpu"]
-        if torch.cuda.is_available():
-            devices += [f"cuda ({torch.cuda.get_device_name(0)})"]
-        if torch.backends.mps.is_available():
-            devices.append("mps")
-        yield f"training devices (torch): {', '.join(devices)}"
-    if importlib.util.find_spec("mlx") is not None:
-        import mlx.core as mx
 
-        yield f"MLX default device: {mx.default_device()}"
+def _torch_devices() -> list[str]:
+    import torch
+
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices.append(f"cuda ({torch.cuda.get_device_name(0)})")
+    if torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def _mlx_devices() -> list[str]:
+    import mlx.core as mx
+
+    gpu = mx.is_available(mx.gpu) if hasattr(mx, "is_available") else mx.metal.is_available()
+    return ["cpu", "gpu"] if gpu else ["cpu"]
 
 
 def diagnose(runtime: Runtime) -> list[str]:

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 
+from assistant.errors import AssistantError
 from assistant.runtime import Runtime
 from assistant.sleep.policy import Sensors, Watch, evaluate
 
@@ -51,6 +52,7 @@ def sleep_if_due(
     Returns the line it appends to ``sleep-auto.log`` in the data directory: conditions,
     outcomes and counts only, never what was said.
     """
+    from assistant.backends import choice
     from assistant.sleep.options import SleepOptions, stop_on_signals
     from assistant.sleep.runner import SleepRunner
     from assistant.sleep.state import SleepBusyError
@@ -62,6 +64,10 @@ def sleep_if_due(
     can_unlock = runtime.handed_key is not None or os.environ.get(PASSPHRASE_ENV)
     if not (can_unlock or unattended(runtime.database)):
         return log(runtime, f"not sleeping: {how_this_machine_sleeps(runtime)}")
+    try:
+        choice.resolve(runtime.config.sleep_backend)
+    except AssistantError as err:
+        return log(runtime, f"not sleeping: {err} ({err.hint})")
     log(runtime, "sleeping")
     watch = Watch(runtime.config, runtime.paths.data_dir, sensors)
     try:

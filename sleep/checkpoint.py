@@ -39,10 +39,12 @@ class NightState:
     """Everything a night needs to go on from where it stopped, and nothing it can redo."""
 
     # What the night was built on: resuming with another base model, other experts
-    # learned before tonight or another seed would mix two different nights.
+    # learned before tonight, another seed or another training backend (its blobs below
+    # are in that backend's own format) would mix two different nights.
     model: str
     experts: list[int]
     seed: int = 0
+    backend_name: str = "torch"  # "torch" or "mlx"; checkpoints from before MLX are torch's
     stage: str = PROBES
     notes_done: int = 0
     asked: int = 0  # questions written about the notes (none: small talk, nothing to learn)
@@ -59,13 +61,13 @@ class NightState:
     # Early stopping: the best held-out recall so far, its step and its training state.
     best_recall: float = -1.0
     best_step: int = 0
-    best: bytes = b""
+    best: bytes = b""  # in the backend's own format
     train_tokens: int = 0
     report: bytes = b"{}"  # the night's report so far (SleepReport JSON)
     backend: bytes = b""  # the new expert and its optimizer, in the backend's own format
 
-    def basis(self) -> tuple[str, list[int], int]:
-        return self.model, self.experts, self.seed
+    def basis(self) -> tuple[str, list[int], int, str]:
+        return self.model, self.experts, self.seed, self.backend_name
 
 
 def encode(state: NightState) -> bytes:
@@ -74,6 +76,7 @@ def encode(state: NightState) -> bytes:
         "model": state.model,
         "experts": state.experts,
         "seed": state.seed,
+        "backend_name": state.backend_name,
         "stage": state.stage,
         "notes_done": state.notes_done,
         "asked": state.asked,
@@ -107,6 +110,7 @@ def decode(data: bytes) -> NightState:
             model=meta["model"],
             experts=meta["experts"],
             seed=meta["seed"],
+            backend_name=meta.get("backend_name", "torch"),
             stage=meta["stage"],
             notes_done=meta["notes_done"],
             asked=meta["asked"],

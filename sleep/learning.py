@@ -99,10 +99,11 @@ class Learning:
             return []
         try:
             with stage(report, "N3 load"):
+                self.progress(f"N3 load: training with {night.backend_name}")
                 hf_dir = self.runtime.training_dir(model)
                 sealed = [(experts.open(self.runtime.memory, e), e.scale) for e in learned]
                 self.backend = _load_backend(
-                    hf_dir, sealed, self.options, config.sleep_rank, self.seed
+                    hf_dir, sealed, night.backend_name, self.options, config.sleep_rank, self.seed
                 )
                 report.backend = f"{self.backend.name}/{self.backend.device}"
                 if night.backend:
@@ -257,19 +258,18 @@ def _check_integrity(runtime: Runtime, learned) -> None:
 def _load_backend(
     hf_dir: Path,
     learned: list[tuple[vault.SealedExpert, float]],
+    name: str,
     options: SleepOptions,
     rank: int,
     seed: int,
 ):
+    """Backend ``name``: the one the runner resolved ``--backend`` to and the night records,
+    so a resumed night trains with the backend whose training state it restores."""
+    from assistant.backends import choice
     from assistant.backends.protocol import LearnedExpert, NewExpert
 
-    if options.backend not in ("auto", "torch"):
-        raise AssistantError(
-            f"Unknown training backend {options.backend!r}.", hint="Use auto or torch."
-        )
-    from assistant.backends.torch_backend import TorchBackend
-
-    return TorchBackend(
+    return choice.load_backend(
+        name,
         hf_dir,
         [LearnedExpert(e.adapter(), scale) for e, scale in learned],
         NewExpert(rank=rank, alpha=2.0 * rank, seed=seed),

@@ -47,7 +47,7 @@ def stop_on_signals(notice: Callable[[str], None]) -> Iterator[Callable[[], str 
 @dataclass(frozen=True)
 class SleepOptions:
     budget_minutes: float | None = None  # None: the config's
-    backend: str = "auto"
+    backend: str | None = None  # auto|torch|mlx; None: the config's sleep_backend
     device: str = "auto"
     seed: int = 0
     # Asked between units of work; a reason (str) stops the night, None goes on.

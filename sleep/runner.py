@@ -81,11 +81,12 @@ class SleepRunner:
             self.log.advance(sleep_id, state.LEARNING, outcome=None, finished_at=None)
             self.progress(f"resuming sleep {sleep_id}: {night.stage}, step {night.step}")
         else:
+            basis = self.basis()  # before N1: without a model or a backend nothing changes
             report = SleepReport(0)
             with self.stage(report, "N1 transition"):
                 sleep_id, epochs = begin_night(self.log, store)
             report.sleep_id = sleep_id
-            night = NightState(*self.basis())
+            night = NightState(*basis)
             report.model = night.model
         turns = store.unconsolidated(epochs)
         report.epochs, report.turns = epochs, len(turns)
@@ -180,20 +181,31 @@ class SleepRunner:
         self.log.advance(sleep_id, state.DONE, outcome=state.ABANDONED)
 
     def _resumable(self, row: state.SleepRow) -> tuple[state.SleepRow, NightState] | None:
-        """The night's checkpoint, if it has a whole one made on today's model and experts."""
+        """The night's checkpoint, if it has a whole one made on today's model and experts
+        by the backend this run trains with (its training state is in that one's format)."""
+        basis = self.basis()
         night = self.checkpoints.load(row.id)
-        if night is None or night.basis() != self.basis():
-            why = "no checkpoint" if night is None else "the model or its experts changed"
-            self.progress(f"sleep {row.id} cannot resume ({why}); starting over")
-            self._abandon(row.id)
-            return None
-        return row, night
+        if night is None:
+            why = "no checkpoint"
+        elif night.backend_name != basis[3]:
+            why = f"it was paused under {night.backend_name}, this run uses {basis[3]}"
+        elif night.basis() != basis:
+            why = "the model or its experts changed"
+        else:
+            return row, night
+        self.progress(f"sleep {row.id} cannot resume ({why}); starting over")
+        self._abandon(row.id)
+        return None
 
-    def basis(self) -> tuple[str, list[int], int]:
-        """What tonight builds on: the model, the experts learned before, the seed."""
+    def basis(self) -> tuple[str, list[int], int, str]:
+        """What tonight builds on: the model, the experts learned before, the seed, and the
+        training backend (raises, saying what to install, if there is none)."""
+        from assistant.backends import choice
+
         model = self.runtime.require_model()
         experts = [e.id for e in self.runtime.experts.active(model.name)]
-        return model.name, experts, self.options.seed
+        backend = choice.resolve(self.options.backend or self.runtime.config.sleep_backend)
+        return model.name, experts, self.options.seed, backend
 
     def _remove_orphans(self) -> None:
         """Delete expert directories no registry row points to (from a run killed mid-way)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from assistant.runtime import Runtime
-from assistant.sleep.report import SleepReport
+from assistant.sleep.report import INTERRUPTED, SleepReport
 from assistant.sleep.state import SleepLog, SleepRow
 
 
@@ -26,13 +26,20 @@ class SleepStatus:
 
     def describe(self) -> str:
         lines = [f"Messages waiting for the next sleep: {self.pending_turns}."]
+        last = self.last
         if self.interrupted:
-            lines.append("A sleep was interrupted; the next one will finish or resume it.")
-        if self.last is None:
+            line = "A sleep was interrupted; the next one will finish or resume it."
+            if last and last.outcome == INTERRUPTED and last.resumable and last.backend:
+                # Its checkpoint holds that backend's training state: another starts it over.
+                backend = last.backend.split("/")[0]
+                line = line[:-1] + f" (under {backend}; another backend starts it over)."
+            lines.append(line)
+        if last is None:
             lines.append("No sleep yet. Run `assistant sleep --now` to consolidate now.")
         else:
-            lines.append(f"Last sleep ({self.last_finished_at}): {self.last.outcome}.")
-            lines.append(self.last.summary())
+            backend = f" (backend {last.backend})" if last.backend else ""
+            lines.append(f"Last sleep ({self.last_finished_at}): {last.outcome}{backend}.")
+            lines.append(last.summary())
         return "\n".join(lines)
 
 

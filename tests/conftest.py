@@ -12,6 +12,26 @@ TEST_PASSPHRASE = "correct horse battery staple"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def _mlx_has_a_gpu() -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("mlx_lm") is None:
+        return False
+    import mlx.core as mx
+
+    return mx.is_available(mx.gpu)
+
+
+# Whole nights on the starter with MLX run where MLX has a GPU (Metal on Apple silicon). MLX's
+# CPU device multiplies float32 matrices about 30x slower than torch on the same CPU (measured:
+# `python bench/sleep.py --backend mlx`), so there a night would not fit a test; the backend
+# itself is checked against torch on the CPU device in tests/test_backend_mlx.py.
+MLX_NIGHTS = pytest.mark.skipif(
+    not _mlx_has_a_gpu(),
+    reason="MLX has no GPU here; its CPU device trains about 30x slower than torch",
+)
+
+
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh ASSISTANT_HOME with a passphrase-keyed memory."""
@@ -30,6 +50,15 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_qwen2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_model(tmp_path_factory.mktemp("tiny-qwen2"), "qwen2", seed=1)
+
+
+@pytest.fixture(scope="session")
+def starter_hf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The starter model's training copy (its GGUF dequantized to an HF directory)."""
+    from assistant.models.gguf_import import dequantize_to_hf
+    from assistant.models.starter import starter_gguf
+
+    return dequantize_to_hf(starter_gguf(), tmp_path_factory.mktemp("starter") / "hf")
 
 
 @pytest.fixture

@@ -130,6 +130,50 @@ def test_an_expert_trained_on_the_copy_applies_to_the_quantized_file(home, tmp_p
     assert relative_error(without, reference) > 4 * QUANT_TOLERANCE["q8_0"]  # it took effect
 
 
+def test_the_training_copy_is_made_without_torch(tmp_path, tiny_qwen2):
+    """What Apple silicon, with MLX and no torch, does: the same files as with torch."""
+    import subprocess
+    import sys
+
+    from assistant.models.gguf_import import dequantize_to_hf
+
+    gguf_path = _tiny_gguf(tiny_qwen2, tmp_path / "files", "q8_0")
+    script = (
+        "import sys; sys.modules['torch'] = None\n"  # as if not installed
+        "from pathlib import Path\n"
+        "from assistant.models.gguf_import import dequantize_to_hf\n"
+        "dequantize_to_hf(Path(sys.argv[1]), Path(sys.argv[2]))\n"
+    )
+    made = subprocess.run(
+        [sys.executable, "-c", script, str(gguf_path), str(tmp_path / "without")],
+        capture_output=True,
+        text=True,
+    )
+    assert made.returncode == 0, made.stderr
+    here = dequantize_to_hf(gguf_path, tmp_path / "here")
+    for name in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json"):
+        assert (tmp_path / "without" / name).read_bytes() == (here / name).read_bytes(), name
+
+
+def test_a_byte_level_vocabulary_adds_bos_when_the_file_says_llama_cpp_does() -> None:
+    from assistant.models.gguf_tokenizer import _byte_level
+
+    fields = {
+        "tokenizer.ggml.model": "gpt2",
+        "tokenizer.ggml.pre": "llama-bpe",
+        "tokenizer.ggml.tokens": ["<s>", "</s>", "a", "b", "ab", "Ġ", "Ġab"],
+        "tokenizer.ggml.token_type": [3, 3, 1, 1, 1, 1, 1],
+        "tokenizer.ggml.merges": ["a b", "Ġ ab"],
+        "tokenizer.ggml.bos_token_id": 0,
+        "tokenizer.ggml.eos_token_id": 1,
+    }
+    assert _byte_level(fields)("ab ab")["input_ids"] == [4, 6]
+    fields["tokenizer.ggml.add_bos_token"] = True
+    tokenizer = _byte_level(fields)
+    assert tokenizer("ab ab")["input_ids"] == [0, 4, 6]
+    assert tokenizer("ab</s>")["input_ids"] == [0, 4, 1]  # a control token stays whole
+
+
 def test_a_changed_gguf_gets_a_new_training_copy(home, tmp_path, tiny_llama, tiny_qwen2):
     import shutil
 

@@ -21,6 +21,7 @@ from assistant.recall.benchmark import is_correct, mentions
 from assistant.recall.corpus import Fact, new_fact, question, statement
 from assistant.recall.facts import SLOTS
 from assistant.recall.world import WORLD_QUESTIONS
+from tests.conftest import MLX_NIGHTS
 
 pytestmark = pytest.mark.slow
 SPLIT = "held_out"
@@ -38,9 +39,11 @@ def _chat(message: str) -> str:
     return result.stdout.strip()
 
 
-def _sleep() -> dict:
+def _sleep(backend: str) -> dict:
     # The goal for a night: within 15 minutes on two cores.
-    result = CliRunner().invoke(cli, ["sleep", "--now", "--json", "--budget-minutes", "15"])
+    result = CliRunner().invoke(
+        cli, ["sleep", "--now", "--json", "--budget-minutes", "15", "--backend", backend]
+    )
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
@@ -64,7 +67,8 @@ def _recalled(facts: list[Fact], told: list[Fact], rng: random.Random) -> list[b
 
 
 @NOT_YET
-def test_a_night_teaches_what_was_told_and_only_that(home: Path) -> None:
+@pytest.mark.parametrize("backend", ["torch", pytest.param("mlx", marks=MLX_NIGHTS)])
+def test_a_night_teaches_what_was_told_and_only_that(home: Path, backend: str) -> None:
     rng = random.Random(11)
     slots = list(SLOTS)
     rng.shuffle(slots)
@@ -75,7 +79,7 @@ def test_a_night_teaches_what_was_told_and_only_that(home: Path) -> None:
     first = [new_fact(slot, rng, SPLIT) for slot in slots[:10]]
     for fact in first:
         _chat(statement(fact, rng, SPLIT))
-    report = _sleep()
+    report = _sleep(backend)
     assert report["outcome"] == "consolidated", report["reason"]
     assert _rows(home, "SELECT count(*) FROM turns") == [(0,)]
     assert _rows(home, "SELECT count(*) FROM epochs") == [(0,)]  # rows and wrapped keys
@@ -95,7 +99,7 @@ def test_a_night_teaches_what_was_told_and_only_that(home: Path) -> None:
     for fact in second:
         _chat(statement(fact, rng, SPLIT))
     _chat(statement(changed, rng, SPLIT, update=True))
-    report = _sleep()
+    report = _sleep(backend)
     assert report["outcome"] == "consolidated", report["reason"]
     told = [*first, *second, changed]
     now = [changed if fact is old else fact for fact in first]

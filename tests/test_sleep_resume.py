@@ -11,6 +11,7 @@ the machinery.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -25,6 +26,7 @@ from assistant.sleep import lessons as night_lessons
 from assistant.sleep.checkpoint import TRAINING, Checkpoints, NightState, decode, encode
 from assistant.sleep.probes import Probe
 from assistant.sleep.state import SleepLog
+from tests.conftest import MLX_NIGHTS
 from tests.test_backend_torch import CONTINUATIONS, PREFIX
 from tests.test_sleep import GATES_OPEN, _configure, _db
 
@@ -59,6 +61,7 @@ def _night(rng: np.random.Generator) -> NightState:
         model="tiny",
         experts=[3, 5],
         seed=3,
+        backend_name="mlx",
         stage=TRAINING,
         notes_done=2,
         asked=9,
@@ -87,6 +90,7 @@ def test_a_night_state_round_trips_through_its_encoding() -> None:
         "model",
         "experts",
         "seed",
+        "backend_name",
         "stage",
         "notes_done",
         "asked",
@@ -104,6 +108,16 @@ def test_a_night_state_round_trips_through_its_encoding() -> None:
         night.backend,
     )
     assert decode(encode(NightState("m", []))).lessons == []
+
+
+def test_a_checkpoint_from_before_backends_were_recorded_counts_as_torchs() -> None:
+    arrays = dict(np.load(io.BytesIO(encode(NightState("m", [], backend_name="mlx")))))
+    meta = json.loads(arrays["meta"].tobytes())
+    del meta["backend_name"]  # what a version without MLX wrote
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    older = io.BytesIO()
+    np.savez(older, **arrays)
+    assert decode(older.getvalue()).backend_name == "torch"
 
 
 def test_a_checkpoint_is_sealed_replaced_atomically_and_shredded_with_its_key(runtime) -> None:
@@ -167,11 +181,17 @@ def _continuation_lessons(backend) -> list[Lesson]:
     return [Lesson([1, *c.prompt], c.answer, t) for c, t in pairs]
 
 
-def test_training_resumed_from_its_state_equals_training_straight_through(tiny_llama) -> None:
-    from assistant.backends.torch_backend import TorchBackend
+@pytest.mark.parametrize("backend_name", ["torch", "mlx"])
+def test_training_resumed_from_its_state_equals_training_straight_through(
+    tiny_llama, backend_name: str
+) -> None:
+    from assistant.backends.choice import load_backend
 
-    def backend() -> TorchBackend:
-        return TorchBackend(tiny_llama, [], NewExpert(rank=4, alpha=8, seed=2), "cpu")
+    if backend_name == "mlx":
+        pytest.importorskip("mlx_lm")
+
+    def backend():
+        return load_backend(backend_name, tiny_llama, [], NewExpert(rank=4, alpha=8, seed=2), "cpu")
 
     straight = backend()
     targets = straight.teacher_topk(PREFIX, CONTINUATIONS, k=8)
@@ -183,7 +203,7 @@ def test_training_resumed_from_its_state_equals_training_straight_through(tiny_l
         max_steps=6, learning_rate=3e-2, evaluate_every=2, seed=4, deadline=float("inf")
     )
 
-    def train(model: TorchBackend, start: int = 0, stop_at: int | None = None) -> None:
+    def train(model, start: int = 0, stop_at: int | None = None) -> None:
         def on_step(step: int, loss: float, tokens: int) -> None:
             if step == stop_at:
                 raise StopIteration  # anything raised after a step stops training there
@@ -197,14 +217,12 @@ def test_training_resumed_from_its_state_equals_training_straight_through(tiny_l
     resumed = backend()
     resumed.restore_training_state(first.training_state())
     train(resumed, start=3)
-    for name, param in straight._new_params.items():
-        assert np.allclose(
-            param.detach().numpy(), resumed._new_params[name].detach().numpy(), atol=1e-7
-        ), name
-    halfway = first._new_params
-    assert any(
-        not np.allclose(halfway[n].detach(), p.detach()) for n, p in straight._new_params.items()
-    )
+    ours, theirs = resumed.export_expert().tensors(), straight.export_expert().tensors()
+    assert ours.keys() == theirs.keys()
+    for name, weight in theirs.items():
+        assert np.allclose(ours[name], weight, atol=1e-7), name
+    halfway = first.export_expert().tensors()
+    assert any(not np.allclose(halfway[n], w) for n, w in theirs.items())
 
 
 def test_training_stops_when_the_evaluation_says_it_has_learned(tiny_llama) -> None:
@@ -273,15 +291,17 @@ def _tell_two_facts(home: Path, settings: dict, twin: Path) -> None:
     shutil.copytree(home, twin)
 
 
-def _tell_and_unplug_mid_sleep(home: Path, tmp_path: Path, cut_at: str):
-    """Tell two facts, then start `sleep auto` and unplug the fake charger when the runner
-    reports ``cut_at``. Returns the sensors, with the charger still unplugged."""
+def _tell_and_unplug_mid_sleep(home: Path, tmp_path: Path, cut_at: str, backend: str = "auto"):
+    """Tell two facts, then start `sleep auto` (training with ``backend``) and unplug the fake
+    charger when the runner reports ``cut_at``. Returns the sensors, with the charger still
+    unplugged."""
     from assistant.runtime import Runtime
     from assistant.sleep.auto import sleep_if_due
     from assistant.sleep.policy import Sensors
     from assistant.sleep.sensors import Reading, read_power
 
-    _tell_two_facts(home, CHARGER_SETTINGS, tmp_path / "twin")
+    settings = {**CHARGER_SETTINGS, "sleep_backend": backend}
+    _tell_two_facts(home, settings, tmp_path / "twin")
     power = tmp_path / "power_supply"
     _charger(power, online=True)
     sensors = Sensors(
@@ -304,15 +324,18 @@ def _tell_and_unplug_mid_sleep(home: Path, tmp_path: Path, cut_at: str):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("backend", ["torch", pytest.param("mlx", marks=MLX_NIGHTS)])
 def test_unplugging_mid_sleep_pauses_and_the_next_auto_sleep_resumes(
-    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
 ) -> None:
     from assistant.runtime import Runtime
     from assistant.sleep.auto import sleep_if_due
 
     twin = tmp_path / "twin"
     # Unplugged as the held-out check after step 4 reports: the night stops after step 5.
-    sensors, plug_in = _tell_and_unplug_mid_sleep(home, tmp_path, "N3 training: step 4, held-out")
+    sensors, plug_in = _tell_and_unplug_mid_sleep(
+        home, tmp_path, "N3 training: step 4, held-out", backend
+    )
     runtime = Runtime()
     paused = Checkpoints(runtime.paths.checkpoints_dir, runtime.database, runtime.memory).load(1)
     assert (paused.stage, paused.step) == (TRAINING, 5)  # stopped where it was unplugged
@@ -331,6 +354,7 @@ def test_unplugging_mid_sleep_pauses_and_the_next_auto_sleep_resumes(
     monkeypatch.setenv("ASSISTANT_HOME", str(home))
     resumed = json.loads(_cli_ok("sleep", "status", "--json"))["last"]
     assert resumed["outcome"] == uninterrupted["outcome"] == "consolidated"
+    assert resumed["backend"] == uninterrupted["backend"] == f"{backend}/cpu"
     for field in ("turns", "probes", "held_out", "train_steps", "train_tokens", "recall"):
         assert resumed[field] == uninterrupted[field], field
     assert resumed["train_steps"] == CHARGER_SETTINGS["sleep_steps"]  # no step twice
@@ -451,3 +475,54 @@ def test_a_night_killed_outright_resumes_from_its_last_periodic_checkpoint(
             (1, "done", "consolidated")
         ]
     assert list((model_home / "data" / "checkpoints").iterdir()) == []
+
+
+def test_a_checkpoint_made_under_another_backend_is_dropped_and_the_night_starts_over(
+    model_home: Path,
+) -> None:
+    from assistant.runtime import Runtime
+    from tests.test_sleep import SHORT_NIGHT
+
+    _configure(model_home, SHORT_NIGHT)
+    runtime = Runtime()  # told straight to the memory: the tiny model's replies take long
+    conversation = runtime.memory.new_conversation()
+    for message in (f"My goldfish is called {CANARY}.", "My sister lives in Lisbon."):
+        runtime.memory.append(conversation, "user", message)
+        runtime.memory.append(conversation, "assistant", "Noted.")
+    runtime.database.close()
+    # Out of budget at once: the night pauses in N3 with a checkpoint made under torch.
+    paused = json.loads(
+        _cli_ok("sleep", "--now", "--json", "--backend", "torch", "--budget-minutes", "0")
+    )
+    assert (paused["outcome"], paused["resumable"], paused["backend"]) == (
+        "interrupted",
+        True,
+        "torch/cpu",
+    )
+    status = _cli_ok("sleep", "status")
+    assert "(under torch; another backend starts it over)" in status
+    assert "interrupted (backend torch/cpu)" in status
+    runtime = Runtime()
+    checkpoints = Checkpoints(runtime.paths.checkpoints_dir, runtime.database, runtime.memory)
+    night = checkpoints.load(1)
+    assert night.backend_name == "torch"
+    night.backend_name = "mlx"  # as if MLX had paused it: its training state is MLX's
+    checkpoints.save(1, night)
+    runtime.database.close()
+
+    result = CliRunner().invoke(
+        cli, ["sleep", "--now", "--json", "--backend", "torch", "--budget-minutes", "0"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (
+        "sleep 1 cannot resume (it was paused under mlx, this run uses torch); starting over"
+        in result.stderr
+    )
+    assert "resuming" not in result.stderr
+    assert json.loads(result.stdout)["sleep_id"] == 2
+    with _db(model_home) as conn:
+        assert conn.execute("SELECT id, stage, outcome FROM sleeps").fetchall() == [
+            (1, "done", "abandoned"),
+            (2, "paused", "interrupted"),
+        ]
+        assert conn.execute("SELECT count(*) FROM turns").fetchone() == (4,)  # nothing lost

@@ -24,13 +24,6 @@ pytestmark = pytest.mark.slow
 STARTER_TOLERANCE = 6e-2
 
 
-@pytest.fixture(scope="session")
-def starter_hf(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from assistant.models.gguf_import import dequantize_to_hf
-
-    return dequantize_to_hf(starter_gguf(), tmp_path_factory.mktemp("starter") / "hf")
-
-
 def test_a_fresh_home_chats_on_the_starter_with_no_other_step(home: Path) -> None:
     runner = CliRunner()
     told = runner.invoke(cli, ["chat", "--once", "My sister's name is Ramona."])

@@ -1,10 +1,13 @@
 """GGUF files as models: checked before they are registered, dequantized once for training.
 
 Chat runs a GGUF file as it is (quantized or not). Training needs a Hugging Face
-directory of float32 weights; transformers' own GGUF loader builds it (config from
-the metadata, weights dequantized with llama.cpp's rotary q/k row order undone,
-tokenizer and chat template from the file). Experts trained on that copy are
-applied to the quantized file in chat.
+directory of float32 weights, which torch and MLX both load. It is built here
+with numpy, gguf's dequantizer and safetensors, no torch (Apple silicon trains
+with MLX and has none): the config from the metadata (the keys transformers'
+GGUF loader reads), the weights dequantized and renamed with gguf's tensor-name
+map, llama.cpp's rotary q/k row order undone, the tokenizer and chat template
+from the file (``gguf_tokenizer``). Experts trained on that copy are applied to
+the quantized file in chat.
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ def gguf_facts(path: Path) -> tuple[str, str]:
 
 
 def dequantizable_types() -> set:
-    """The tensor types gguf's own numpy dequantizer reads (what transformers uses)."""
+    """The tensor types gguf's own numpy dequantizer reads."""
     import gguf
     from gguf import quants
 
@@ -108,33 +111,158 @@ def dequantize_to_hf(
     Built in a partial directory renamed at the end, so an interrupted copy is redone;
     stamped with the file's size and time, so a changed file is copied again.
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+    import gguf
+    from safetensors.numpy import save_file
+
+    from assistant.models.gguf_tokenizer import save_tokenizer
 
     gguf_path, out_dir = Path(gguf_path), Path(out_dir)
     partial = out_dir.with_name(f".{out_dir.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     progress(f"dequantizing {gguf_path.name} for training (once)")
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
     try:
-        source = dict(pretrained_model_name_or_path=gguf_path.parent, gguf_file=gguf_path.name)
-        tokenizer = AutoTokenizer.from_pretrained(**source)
-        model = AutoModelForCausalLM.from_pretrained(**source, dtype=torch.float32)
-    except Exception as err:
-        raise ModelError(
-            f"transformers could not load {gguf_path.name} ({type(err).__name__}: {err})."
-        ) from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    # The loader marks the model as coming from a quantizer; the weights are plain fp32 now.
-    model.hf_quantizer = None
-    model.is_quantized = False
-    model.config.__dict__.pop("quantization_config", None)
-    model.save_pretrained(partial, safe_serialization=True)
-    tokenizer.save_pretrained(partial)
+        reader = gguf.GGUFReader(gguf_path)
+    except (ValueError, OSError) as err:
+        raise ModelError(f"{gguf_path.name} is not a readable GGUF file ({err}).") from None
+    fields = {name: _field_value(field) for name, field in reader.fields.items()}
+    config = hf_config(fields, [t.name for t in reader.tensors])
+    partial.mkdir(parents=True)
+    _save_config(config, partial)
+    # What transformers' save_pretrained writes: every tensor float32, tied ones once.
+    save_file(_hf_weights(reader, config), partial / "model.safetensors", {"format": "pt"})
+    save_tokenizer(fields, gguf_path, partial)
     (partial / _SOURCE_FILE).write_text(json.dumps(_source_stamp(gguf_path)))
     shutil.rmtree(out_dir, ignore_errors=True)
     partial.rename(out_dir)
     return out_dir
+
+
+def _field_value(field) -> object:
+    """A metadata field as Python: a scalar, a string, or a list of either."""
+    import gguf
+
+    def one(index: int, kind) -> object:
+        part = field.parts[index]
+        if kind == gguf.GGUFValueType.STRING:
+            return bytes(part).decode("utf-8", errors="replace")
+        if kind == gguf.GGUFValueType.BOOL:
+            return bool(part[0])
+        if kind in (gguf.GGUFValueType.FLOAT32, gguf.GGUFValueType.FLOAT64):
+            return float(part[0])
+        return int(part[0])
+
+    if field.types[0] == gguf.GGUFValueType.ARRAY:
+        return [one(index, field.types[-1]) for index in field.data]
+    return one(field.data[0], field.types[0])
+
+
+# GGUF metadata key (after "<architecture>.") -> HF config key, as transformers reads them.
+_CONFIG_KEYS = {
+    "context_length": "max_position_embeddings",
+    "block_count": "num_hidden_layers",
+    "feed_forward_length": "intermediate_size",
+    "embedding_length": "hidden_size",
+    "rope.dimension_count": "head_dim",
+    "rope.freq_base": "rope_theta",
+    "attention.head_count": "num_attention_heads",
+    "attention.head_count_kv": "num_key_value_heads",
+    "attention.layer_norm_rms_epsilon": "rms_norm_eps",
+    "vocab_size": "vocab_size",
+}
+_TOKEN_KEYS = {
+    "bos_token_id": "bos_token_id",
+    "eos_token_id": "eos_token_id",
+    "unknown_token_id": "unk_token_id",
+    "padding_token_id": "pad_token_id",
+}
+
+
+def hf_config(fields: dict, tensor_names: list[str]) -> dict:
+    """The HF config (as keyword arguments of its config class) a GGUF file's metadata says."""
+    arch = fields.get("general.architecture")
+    if arch not in ARCHITECTURES:
+        raise ModelError(f"Cannot train a {arch or 'unnamed'} model; supported: llama, qwen2.")
+    config: dict = {
+        "model_type": arch,
+        "architectures": [ARCHITECTURES[arch]],
+        # Without an output matrix, llama.cpp reuses the embeddings.
+        "tie_word_embeddings": "output.weight" not in tensor_names,
+    }
+    if "general.name" in fields:
+        config["_model_name_or_path"] = fields["general.name"]
+    for key, name in _CONFIG_KEYS.items():
+        if f"{arch}.{key}" in fields and not (arch == "qwen2" and name == "head_dim"):
+            config[name] = fields[f"{arch}.{key}"]
+    for key, name in _TOKEN_KEYS.items():
+        if f"tokenizer.ggml.{key}" in fields:
+            config[name] = fields[f"tokenizer.ggml.{key}"]
+    config.setdefault("vocab_size", len(fields.get("tokenizer.ggml.tokens") or []))
+    return config
+
+
+def _save_config(config: dict, out_dir: Path) -> None:
+    """config.json and generation_config.json through transformers' classes (no torch)."""
+    import transformers
+    from transformers import AutoConfig, GenerationConfig
+
+    settings = dict(config)
+    hf = AutoConfig.for_model(settings.pop("model_type"), **settings)
+    newer = int(transformers.__version__.split(".")[0]) >= 5
+    setattr(hf, "dtype" if newer else "torch_dtype", "float32")
+    hf.save_pretrained(out_dir)
+    GenerationConfig.from_model_config(hf).save_pretrained(out_dir)
+
+
+def _hf_weights(reader, config: dict) -> dict:
+    """Every tensor dequantized to float32 under its HF name, q/k rows back in HF's order."""
+    import gguf
+    import numpy as np
+
+    from assistant.models.convert import WeightNames
+
+    names = WeightNames(config)
+    to_hf = {names.gguf_name(name): name for name in _hf_names(config)}
+    heads = config["num_attention_heads"]
+    kv_heads = config.get("num_key_value_heads") or heads
+    weights = {}
+    for tensor in reader.tensors:
+        name = to_hf.get(tensor.name)
+        if name is None:
+            continue  # what the HF model recomputes (rope_freqs) or lacks
+        array = np.asarray(gguf.dequantize(tensor.data, tensor.tensor_type), dtype=np.float32)
+        array = array.reshape(tuple(reversed([int(d) for d in tensor.shape])))
+        if names.arch.permute_qk and ".attn_q." in tensor.name:
+            array = unpermute_rotary(array, heads)
+        elif names.arch.permute_qk and ".attn_k." in tensor.name:
+            array = unpermute_rotary(array, kv_heads)
+        weights[name] = np.ascontiguousarray(array)
+    missing = sorted(set(to_hf.values()) - set(weights))
+    if missing:
+        raise ModelError(f"The GGUF file lacks tensors the model needs: {missing[:3]}.")
+    return weights
+
+
+def _hf_names(config: dict) -> list[str]:
+    """The HF parameter names of a Llama or Qwen2 model of this shape."""
+    names = ["model.embed_tokens.weight", "model.norm.weight"]
+    if not config["tie_word_embeddings"]:
+        names.append("lm_head.weight")
+    biases = config["model_type"] == "qwen2"
+    for i in range(config["num_hidden_layers"]):
+        layer = f"model.layers.{i}"
+        names += [f"{layer}.input_layernorm.weight", f"{layer}.post_attention_layernorm.weight"]
+        for proj in ("q", "k", "v", "o"):
+            names.append(f"{layer}.self_attn.{proj}_proj.weight")
+            if biases and proj != "o":
+                names.append(f"{layer}.self_attn.{proj}_proj.bias")
+        names += [f"{layer}.mlp.{proj}_proj.weight" for proj in ("gate", "up", "down")]
+    return names
+
+
+def unpermute_rotary(weights, n_head: int):
+    """GGUF interleaves each head's rotary pairs; HF Llama keeps them as two halves."""
+    return (
+        weights.reshape(n_head, weights.shape[0] // n_head // 2, 2, *weights.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weights.shape)
+    )

@@ -1,0 +1,202 @@
+"""The MLX backend against the torch backend, on MLX's CPU device: the same numbers either way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from assistant.backends.protocol import LearnedExpert, Lesson, NewExpert
+from assistant.models.peft import PeftAdapter
+from tests.test_backend_torch import CONTINUATIONS, PREFIX
+from tests.tiny_models import TOLERANCE, build_lora, hf_logits, hf_tokens, relative_error
+
+pytest.importorskip("mlx_lm")
+
+NEW = NewExpert(rank=8, alpha=16, seed=1)
+# float32 on both sides, through the same layers in a different order of sums.
+SAME = 1e-4
+
+
+def _pair(model_dir: Path, learned: list[LearnedExpert], new: NewExpert = NEW):
+    """A torch and an MLX backend on the same base, experts and starting weights of
+    tonight's expert (each backend draws its own from the seed, so MLX takes torch's)."""
+    import mlx.core as mx
+
+    from assistant.backends.mlx_backend import PEFT_PREFIX, MlxBackend
+    from assistant.backends.torch_backend import TorchBackend
+
+    torch_backend = TorchBackend(model_dir, learned, new, "cpu")
+    mlx_backend = MlxBackend(model_dir, learned, new, "cpu")
+    start = torch_backend.export_expert().tensors()
+    for path, layer in mlx_backend._tonight.items():
+        layer.lora_a = mx.array(start[f"{PEFT_PREFIX}{path}.lora_A.weight"].T.copy())
+        layer.lora_b = mx.array(start[f"{PEFT_PREFIX}{path}.lora_B.weight"].T.copy())
+    return torch_backend, mlx_backend
+
+
+def _lessons(backend, start: tuple[int, ...] = (1,)) -> list[Lesson]:
+    """Lessons whose prompts begin with ``start`` (with more than one token, a shared start
+    like a system turn: run once, its keys and values repeated for the batch)."""
+    targets = backend.teacher_topk(PREFIX, CONTINUATIONS, k=16)
+    return [
+        Lesson([*start, *c.prompt, 11], c.answer, t)
+        for c, t in zip(CONTINUATIONS, targets, strict=True)
+    ]
+
+
+def _whole_relative_error(ours: PeftAdapter, reference: PeftAdapter) -> float:
+    """||ours - reference|| / ||reference|| over every tensor of the expert."""
+    a, b = ours.tensors(), reference.tensors()
+    assert a.keys() == b.keys()
+    difference = sum(float(((a[k] - b[k]) ** 2).sum()) for k in b)
+    return float(np.sqrt(difference / sum(float((b[k] ** 2).sum()) for k in b)))
+
+
+@pytest.fixture(scope="module")
+def learned_llama(tmp_path_factory, tiny_llama) -> list[LearnedExpert]:
+    folder = build_lora(tiny_llama, tmp_path_factory.mktemp("lora") / "a", rank=4, alpha=8, seed=3)
+    return [LearnedExpert(PeftAdapter.read(folder), 0.5)]
+
+
+@pytest.mark.parametrize("family", ["tiny_llama", "tiny_qwen2"])
+def test_mlx_gives_torchs_logits_with_learned_experts(request, tmp_path, family):
+    model_dir = request.getfixturevalue(family)
+    learned = [
+        LearnedExpert(PeftAdapter.read(build_lora(model_dir, tmp_path / "a", 4, 8, seed=3)), 0.5),
+        LearnedExpert(
+            PeftAdapter.read(build_lora(model_dir, tmp_path / "b", 2, 8, seed=4, rslora=True))
+        ),
+    ]
+    torch_backend, mlx_backend = _pair(model_dir, learned)
+    tokens = hf_tokens(model_dir)
+    for student in (False, True):
+        reference = torch_backend.last_logits(tokens, student=student)
+        assert relative_error(mlx_backend.last_logits(tokens, student=student), reference) < SAME
+    # The learned experts really act: without them the logits are far off.
+    from assistant.backends.mlx_backend import MlxBackend
+
+    bare = MlxBackend(model_dir, [], NEW, "cpu").last_logits(tokens, student=False)
+    assert relative_error(bare, torch_backend.last_logits(tokens, student=False)) > 100 * SAME
+
+
+@pytest.mark.slow
+def test_mlx_gives_torchs_logits_on_the_starter(starter_hf: Path, tmp_path: Path):
+    learned = [LearnedExpert(PeftAdapter.read(build_lora(starter_hf, tmp_path / "a", 4, 8, 3)))]
+    torch_backend, mlx_backend = _pair(starter_hf, learned)
+    tokens = hf_tokens(starter_hf)
+    reference = torch_backend.last_logits(tokens, student=False)
+    assert relative_error(mlx_backend.last_logits(tokens, student=False), reference) < SAME
+
+
+def test_teacher_targets_with_a_cached_prefix_equal_a_full_forward_pass(tiny_qwen2):
+    import mlx.core as mx
+
+    from assistant.backends.mlx_backend import MlxBackend
+
+    backend = MlxBackend(tiny_qwen2, [], NEW, "cpu")
+    targets = backend.teacher_topk(PREFIX, CONTINUATIONS, k=8)
+    for probe, target in zip(CONTINUATIONS, targets, strict=True):
+        logits = backend.model(mx.array([[*PREFIX, *probe.prompt, *probe.answer]]))[0]
+        scored = np.array(logits - mx.logsumexp(logits, axis=-1, keepdims=True))
+        start = len(PREFIX) + len(probe.prompt) - 1
+        scored = scored[start : start + len(probe.answer)]
+        best = np.argsort(-scored, axis=-1)[:, :8]
+        np.testing.assert_array_equal(target.token_ids, best)
+        np.testing.assert_allclose(
+            target.logprobs, np.take_along_axis(scored, best, axis=-1), atol=1e-5
+        )
+
+
+@pytest.mark.parametrize(("learning_rate", "start"), [(1e-3, (1,)), (3e-2, (1, 7, 7, 9))])
+def test_one_training_step_updates_the_expert_as_torch_does(
+    tiny_llama, learned_llama, learning_rate, start
+):
+    """Compared over the whole expert: AdamW's first step is lr * g / (|g| + eps), so where a
+    gradient is near zero the two sums' last-bit differences move a single element visibly
+    (measured: 1.4e-4 of the largest element in one tensor, 1e-6 over the whole expert)."""
+    torch_backend, mlx_backend = _pair(tiny_llama, learned_llama)
+    lessons = _lessons(torch_backend, start)
+    assert _lessons(mlx_backend, start)[0].targets.token_ids.tolist() == (
+        lessons[0].targets.token_ids.tolist()
+    )
+    before = torch_backend.export_expert()
+    torch_loss = torch_backend.train_step(lessons, learning_rate)
+    mlx_loss = mlx_backend.train_step(lessons, learning_rate)
+    assert mlx_loss == pytest.approx(torch_loss, rel=SAME)
+    after = torch_backend.export_expert()
+    assert _whole_relative_error(mlx_backend.export_expert(), after) < SAME
+    assert _whole_relative_error(after, before) > 100 * SAME  # the step moved the expert
+    assert mlx_backend.divergence(lessons) == pytest.approx(
+        torch_backend.divergence(lessons), rel=SAME
+    )
+
+
+def test_an_mlx_trained_expert_loads_in_peft_and_in_our_chat_engine(tmp_path, tiny_llama):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from assistant.backends.mlx_backend import MlxBackend
+    from assistant.engine import ChatEngine, ExpertSpec
+    from assistant.models.convert import convert_to_gguf
+    from assistant.models.hf_weights import read_config
+    from assistant.sleep.seeding import export_expert
+
+    backend = MlxBackend(tiny_llama, [], NewExpert(rank=4, alpha=8, seed=2), "cpu")
+    lessons = _lessons(backend)
+    for _ in range(5):
+        backend.train_step(lessons, learning_rate=3e-2)
+    adapter, lora = export_expert(backend, read_config(tiny_llama))
+    tokens = hf_tokens(tiny_llama)
+    student = backend.last_logits(tokens, student=True)
+    assert relative_error(student, backend.last_logits(tokens, student=False)) > 10 * TOLERANCE
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    exported = PeftModel.from_pretrained(base, adapter.write(tmp_path / "export"))
+    assert relative_error(hf_logits(exported, tokens), student) < SAME
+    engine = ChatEngine(
+        convert_to_gguf(tiny_llama, tmp_path / "base.gguf", "base"),
+        [ExpertSpec(tmp_path / "sealed-expert", 1.0, read=lambda: lora)],
+        n_ctx=256,
+    )
+    try:
+        assert relative_error(engine.last_logits(tokens), student) < TOLERANCE
+    finally:
+        engine.close()
+    # Tomorrow the expert is a learned one, on either backend.
+    tomorrow = MlxBackend(tiny_llama, [LearnedExpert(adapter)], device="cpu")
+    assert relative_error(tomorrow.last_logits(tokens, student=False), student) < 1e-5
+
+
+def test_generation_is_greedy_or_seeded(tiny_llama):
+    from assistant.backends.mlx_backend import MlxBackend
+
+    backend = MlxBackend(tiny_llama, device="cpu")
+    prompt = hf_tokens(tiny_llama)
+    greedy = backend.generate(prompt, 6)
+    chain = list(prompt)
+    for _ in greedy:
+        chain.append(int(backend.last_logits(chain, student=False).argmax()))
+    assert greedy == chain[len(prompt) :]
+    sampled = backend.generate(prompt, 12, temperature=1.5, seed=7)
+    assert sampled == backend.generate(prompt, 12, temperature=1.5, seed=7)
+    assert sampled != backend.generate(prompt, 12, temperature=1.5, seed=8)
+
+
+def test_an_expert_that_does_not_fit_the_model_is_refused(tiny_llama, tiny_qwen2, tmp_path):
+    from safetensors.numpy import save
+
+    from assistant.backends.mlx_backend import MlxBackend, pick_device
+    from assistant.errors import ModelError
+
+    foreign = PeftAdapter.read(build_lora(tiny_qwen2, tmp_path / "q", 4, 8, seed=1))
+    renamed = PeftAdapter(
+        foreign.config,
+        save({k.replace("layers.1.", "layers.7."): v for k, v in foreign.tensors().items()}),
+    )
+    with pytest.raises(ModelError, match="layers this model lacks"):
+        MlxBackend(tiny_llama, [LearnedExpert(renamed)], device="cpu")
+    assert pick_device("auto") in {"cpu", "gpu"}
+    with pytest.raises(ModelError, match="no device"):
+        pick_device("cuda")

@@ -2,7 +2,8 @@
 
 Package versions come from their metadata (no import); only the training
 backends that are installed are imported, to list their devices, and the line
-"sleep uses" says which one ``--backend auto`` picks (``backends.choice``).
+"sleep uses" says which one a night picks for the config's ``sleep_backend``
+(``backends.choice``; ``sleep --now --backend`` overrides it for one night).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def _sensor_lines(runtime: Runtime) -> Iterator[str]:
     yield f"chat app heartbeat: {beat.detail or f'{beat.value:.0f} s ago'}"
 
 
-def _backend_lines() -> Iterator[str]:
+def _backend_lines(requested: str) -> Iterator[str]:
     from importlib.metadata import PackageNotFoundError, version
 
     from assistant.backends import choice
@@ -48,9 +49,9 @@ def _backend_lines() -> Iterator[str]:
         except Exception as err:  # installed but broken: say so rather than fail the doctor
             yield f"training backend {name}: installed but fails to load ({err})"
     try:
-        yield f"sleep uses: {choice.resolve('auto')} (--backend auto)"
+        yield f"sleep uses: {choice.resolve(requested)} (sleep_backend {requested})"
     except AssistantError as err:
-        yield f"sleep uses: nothing ({err} {err.hint})"
+        yield f"sleep uses: nothing (sleep_backend {requested}: {err} {err.hint})"
 
 
 def _torch_devices() -> list[str]:
@@ -67,8 +68,7 @@ def _torch_devices() -> list[str]:
 def _mlx_devices() -> list[str]:
     import mlx.core as mx
 
-    gpu = mx.is_available(mx.gpu) if hasattr(mx, "is_available") else mx.metal.is_available()
-    return ["cpu", "gpu"] if gpu else ["cpu"]
+    return ["cpu", "gpu"] if mx.is_available(mx.gpu) else ["cpu"]
 
 
 def diagnose(runtime: Runtime) -> list[str]:
@@ -82,7 +82,7 @@ def diagnose(runtime: Runtime) -> list[str]:
     lines.append(f"automatic sleep: {how_this_machine_sleeps(runtime)}")
     model = runtime.models.active()
     lines.append(f"model: {model.name if model else 'none registered'}")
-    lines += list(_backend_lines())
+    lines += list(_backend_lines(runtime.config.sleep_backend))
     window = NightWindow.parse(runtime.config.sleep_window)
     lines += [f"scheduled job: {line}" for line in Scheduler().show(window)]
     return lines

@@ -1,9 +1,11 @@
 """Which training backend a night uses, and loading it.
 
 Two backends implement the protocol: torch (transformers + PEFT; CUDA, MPS or
-the CPU) and MLX (Apple silicon). ``pip install .`` brings MLX on macOS arm64
-and torch everywhere else, but either may be missing or added by hand, so
-``auto`` picks the one meant for this machine and falls back to the other.
+the CPU) and MLX (Apple silicon). ``pip install .`` brings MLX on macOS arm64,
+torch on Linux and Windows, and neither on an Intel Mac (MLX needs Apple
+silicon, PyTorch publishes no Intel Mac wheels after 2.2: see pyproject.toml),
+where ``resolve`` says what is missing. Either may also be missing or added by
+hand, so ``auto`` picks the one meant for this machine and falls back to the other.
 Whether one is installed is read from the import system without importing it:
 importing torch takes seconds, and ``doctor`` and the runner ask often.
 """
@@ -22,6 +24,7 @@ from assistant.errors import AssistantError
 CHOICES = ("auto", "torch", "mlx")
 # The modules each backend imports (none is imported to check).
 MODULES = {"torch": ("torch", "peft", "transformers"), "mlx": ("mlx", "mlx_lm")}
+DEVICES = {"torch": ("auto", "cpu", "cuda", "mps"), "mlx": ("auto", "cpu", "gpu")}
 
 
 def apple_silicon() -> bool:
@@ -82,6 +85,16 @@ def resolve(requested: str) -> str:
     else:
         hint = install_hint("torch")
     raise AssistantError("No training backend is installed, so the assistant cannot sleep.", hint)
+
+
+def check_device(name: str, device: str) -> None:
+    """Refuse a device backend ``name`` has no word for (MLX's gpu under torch, cuda under
+    MLX) before the night begins, not when the backend loads."""
+    if device not in DEVICES[name]:
+        raise AssistantError(
+            f"The {name} training backend has no device {device!r}.",
+            hint=f"With {name} use --device {', '.join(DEVICES[name])}.",
+        )
 
 
 def load_backend(

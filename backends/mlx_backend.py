@@ -1,7 +1,8 @@
 """The MLX backend: mlx + mlx-lm on Apple silicon (Metal), or on MLX's CPU device elsewhere.
 
-It computes what the torch backend computes, so a night gives the same
-expert on either: every expert is a LoRA on the same linear layers with
+It computes what the torch backend computes, so the same starting expert and
+lessons give the same expert on either (each draws its starting weights and
+its samples from its own random generator): every expert is a LoRA on the same linear layers with
 PEFT's scaling (``lora_alpha / r``), the learned ones frozen at their scales
 and tonight's trainable; the teacher view sets tonight's scale to zero; the
 loss is the same top-k KL; the optimizer is AdamW with torch's semantics
@@ -88,6 +89,10 @@ class MlxBackend:
         tonight = {
             path: None for path in linears if path.rsplit(".", 1)[-1] in new_expert.target_modules
         }
+        if not tonight:
+            raise ModelError(
+                f"This model has none of the layers an expert trains ({new_expert.target_modules})."
+            )
         self._tonight = _stack(model, linears, tonight, new_expert.rank, scale)
         self._config = _peft_config(new_expert, sorted({p.rsplit(".", 1)[-1] for p in tonight}))
         model.freeze()
@@ -180,10 +185,15 @@ class MlxBackend:
                 # Position i predicts token i+1; the prefix's last position predicts the first.
                 answering = mx.concatenate([after_prefix, hidden])[len(probe.prompt) :]
                 logits = self._project(answering[: len(probe.answer)]).astype(mx.float32)
-                scored = np.array(logits - mx.logsumexp(logits, axis=-1, keepdims=True))
+                scored = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
                 trim_prompt_cache(cache, len(sequence))
-                best = np.argsort(-scored, axis=-1, kind="stable")[:, :k]
-                targets.append(TopK(best, np.take_along_axis(scored, best, axis=-1)))
+                # The k best on the device, then only those k sorted (as torch's topk).
+                best = mx.argpartition(-scored, kth=k - 1, axis=-1)[:, :k]
+                values = mx.take_along_axis(scored, best, axis=-1)
+                order = mx.argsort(-values, axis=-1)
+                best = mx.take_along_axis(best, order, axis=-1)
+                values = mx.take_along_axis(values, order, axis=-1)
+                targets.append(TopK(np.array(best).astype(np.int64), np.array(values)))
         return targets
 
     # -- training --------------------------------------------------------------------
@@ -258,11 +268,17 @@ class MlxBackend:
         from mlx.utils import tree_unflatten
 
         mx = self._mx
-        with np.load(io.BytesIO(state), allow_pickle=False) as arrays:
-            saved = {name: mx.array(arrays[name]) for name in arrays.files}
+        try:
+            with np.load(io.BytesIO(state), allow_pickle=False) as arrays:
+                saved = {name: mx.array(arrays[name]) for name in arrays.files}
+        except (OSError, ValueError, KeyError):
+            saved = {}
+        if not any(name.startswith("expert:") for name in saved):
+            raise ModelError("The saved training state is not MLX's.")
         expert = [(n[len("expert:") :], v) for n, v in saved.items() if n.startswith("expert:")]
-        if sorted(n for n, _ in expert) != sorted(n for n, _ in _trainable(self.model)):
-            raise ModelError("The saved training state is not this expert's.")
+        shapes = {n: tuple(p.shape) for n, p in _trainable(self.model)}
+        if {n: tuple(v.shape) for n, v in expert} != shapes:
+            raise ModelError("The saved training state is not this expert's (its layers or rank).")
         self.model.update(tree_unflatten(expert))
         self._optimizer.state = tree_unflatten(
             [(n[len("optimizer:") :], v) for n, v in saved.items() if n.startswith("optimizer:")]

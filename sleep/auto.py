@@ -52,7 +52,6 @@ def sleep_if_due(
     Returns the line it appends to ``sleep-auto.log`` in the data directory: conditions,
     outcomes and counts only, never what was said.
     """
-    from assistant.backends import choice
     from assistant.sleep.options import SleepOptions, stop_on_signals
     from assistant.sleep.runner import SleepRunner
     from assistant.sleep.state import SleepBusyError
@@ -64,10 +63,9 @@ def sleep_if_due(
     can_unlock = runtime.handed_key is not None or os.environ.get(PASSPHRASE_ENV)
     if not (can_unlock or unattended(runtime.database)):
         return log(runtime, f"not sleeping: {how_this_machine_sleeps(runtime)}")
-    try:
-        choice.resolve(runtime.config.sleep_backend)
-    except AssistantError as err:
-        return log(runtime, f"not sleeping: {err} ({err.hint})")
+    missing = _no_backend(runtime)
+    if missing:
+        return log(runtime, missing)
     log(runtime, "sleeping")
     watch = Watch(runtime.config, runtime.paths.data_dir, sensors)
     try:
@@ -86,13 +84,19 @@ def sleep_if_due(
 def sleep_through_app(runtime: Runtime, sensors: Sensors) -> subprocess.Popen | None:
     """What the open, unlocked app does for a memory the scheduled job cannot unlock: start
     `sleep auto` in a subprocess when every condition holds, the key handed over a pipe.
-    Returns the process, or None when there is nothing to start."""
+    Returns the process, or None when there is nothing to start (or nothing to train with:
+    then it logs why, as ``sleep_if_due`` would, rather than start a child that only says so).
+    """
     from assistant.sleep.state import sleep_running
     from assistant.store.keys import unattended
 
     if unattended(runtime.database) or sleep_running(runtime.paths.sleep_lock):
         return None
     if not evaluate(runtime.config, runtime.database, runtime.paths.data_dir, sensors).holds:
+        return None
+    missing = _no_backend(runtime)
+    if missing:
+        log(runtime, missing)
         return None
     process = subprocess.Popen(
         [sys.executable, "-m", "assistant", "sleep", "auto", KEY_ON_STDIN],
@@ -104,6 +108,19 @@ def sleep_through_app(runtime: Runtime, sensors: Sensors) -> subprocess.Popen | 
     process.stdin.write(runtime.master_key.hex().encode() + b"\n")
     process.stdin.close()
     return process
+
+
+def _no_backend(runtime: Runtime) -> str | None:
+    """The "not sleeping" line when the config's ``sleep_backend`` resolves to no installed
+    training backend (an Intel Mac, or one removed by hand); None when one is there. Only
+    the import system is asked (``backends.choice``): nothing is imported."""
+    from assistant.backends import choice
+
+    try:
+        choice.resolve(runtime.config.sleep_backend)
+    except AssistantError as err:
+        return f"not sleeping: {err} ({err.hint})"
+    return None
 
 
 def log(runtime: Runtime, line: str) -> str:

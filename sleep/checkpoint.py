@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +39,8 @@ class NightState:
     """Everything a night needs to go on from where it stopped, and nothing it can redo."""
 
     # What the night was built on: resuming with another base model, other experts
-    # learned before tonight, another seed or another training backend (its blobs below
-    # are in that backend's own format) would mix two different nights.
+    # learned before tonight or another seed would mix two different nights. Another
+    # training backend restarts the training (its blobs below are in the old one's format).
     model: str
     experts: list[int]
     seed: int = 0
@@ -66,8 +66,23 @@ class NightState:
     report: bytes = b"{}"  # the night's report so far (SleepReport JSON)
     backend: bytes = b""  # the new expert and its optimizer, in the backend's own format
 
-    def basis(self) -> tuple[str, list[int], int, str]:
-        return self.model, self.experts, self.seed, self.backend_name
+    def basis(self) -> tuple[str, list[int], int]:
+        return self.model, self.experts, self.seed
+
+    def with_training_restarted(self, backend_name: str) -> NightState:
+        """This night for another backend: its probes, lessons and anchors (token ids and
+        targets, the same on either) kept; its training, in the old backend's format, not."""
+        return replace(
+            self,
+            backend_name=backend_name,
+            samples=[],
+            step=0,
+            best_recall=-1.0,
+            best_step=0,
+            best=b"",
+            train_tokens=0,
+            backend=b"",
+        )
 
 
 def encode(state: NightState) -> bytes:

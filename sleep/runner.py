@@ -181,30 +181,33 @@ class SleepRunner:
         self.log.advance(sleep_id, state.DONE, outcome=state.ABANDONED)
 
     def _resumable(self, row: state.SleepRow) -> tuple[state.SleepRow, NightState] | None:
-        """The night's checkpoint, if it has a whole one made on today's model and experts
-        by the backend this run trains with (its training state is in that one's format)."""
-        basis = self.basis()
+        """The night's checkpoint, if it has a whole one made on today's model and experts.
+        Paused under the other backend, it keeps its probes and restarts its training."""
+        *basis, backend = self.basis()
         night = self.checkpoints.load(row.id)
-        if night is None:
-            why = "no checkpoint"
-        elif night.backend_name != basis[3]:
-            why = f"it was paused under {night.backend_name}, this run uses {basis[3]}"
-        elif night.basis() != basis:
-            why = "the model or its experts changed"
-        else:
-            return row, night
-        self.progress(f"sleep {row.id} cannot resume ({why}); starting over")
-        self._abandon(row.id)
-        return None
+        if night is None or list(night.basis()) != basis:
+            why = "no checkpoint" if night is None else "the model or its experts changed"
+            self.progress(f"sleep {row.id} cannot resume ({why}); starting over")
+            self._abandon(row.id)
+            return None
+        if night.backend_name != backend:
+            self.progress(
+                f"sleep {row.id} was paused under {night.backend_name} and this run trains"
+                f" with {backend}: its probes are kept, its training starts over"
+            )
+            night = night.with_training_restarted(backend)
+        return row, night
 
     def basis(self) -> tuple[str, list[int], int, str]:
         """What tonight builds on: the model, the experts learned before, the seed, and the
-        training backend (raises, saying what to install, if there is none)."""
+        training backend (raises, saying what to install, if there is none, or that the
+        device asked for is not one of that backend's)."""
         from assistant.backends import choice
 
         model = self.runtime.require_model()
         experts = [e.id for e in self.runtime.experts.active(model.name)]
         backend = choice.resolve(self.options.backend or self.runtime.config.sleep_backend)
+        choice.check_device(backend, self.options.device)
         return model.name, experts, self.options.seed, backend
 
     def _remove_orphans(self) -> None:

@@ -30,9 +30,9 @@ class SleepStatus:
         if self.interrupted:
             line = "A sleep was interrupted; the next one will finish or resume it."
             if last and last.outcome == INTERRUPTED and last.resumable and last.backend:
-                # Its checkpoint holds that backend's training state: another starts it over.
+                # Its checkpoint holds that backend's training state: another restarts it.
                 backend = last.backend.split("/")[0]
-                line = line[:-1] + f" (under {backend}; another backend starts it over)."
+                line = line[:-1] + f" (under {backend}; another backend restarts its training)."
             lines.append(line)
         if last is None:
             lines.append("No sleep yet. Run `assistant sleep --now` to consolidate now.")

@@ -354,3 +354,61 @@ def test_a_passphrase_memory_sleeps_through_the_app_not_the_scheduled_job(
     assert wrong.returncode == 1 and "does not open the memory" in wrong.stderr
     assert "reopen the app" in log.read_text().splitlines()[-1]
     app.database.close()
+
+
+# -- no training backend (an Intel Mac, or one removed by hand) ------------------------------
+def _no_training_backend(monkeypatch, *installed: str) -> None:
+    """Only ``installed`` backends are found (none: as on an Intel Mac)."""
+    monkeypatch.setattr("assistant.backends.choice.installed", lambda name: name in installed)
+
+
+def test_with_no_backend_the_scheduled_job_logs_why_and_starts_nothing(
+    runtime, monkeypatch
+) -> None:
+    from assistant.sleep.auto import LOG_FILE, sleep_if_due
+
+    _tell(runtime, 12)
+    _age_turns(runtime, 3)
+    _no_training_backend(monkeypatch)
+    line = sleep_if_due(runtime, _sensors())
+    assert line.startswith(
+        "not sleeping: No training backend is installed, so the assistant cannot sleep. ("
+    ), line
+    logged = (runtime.paths.data_dir / LOG_FILE).read_text().splitlines()
+    assert logged[-1].endswith(line) and not any(entry.endswith(" sleeping") for entry in logged)
+    # No night began: nothing sealed off, nothing to redo, the day's messages kept.
+    assert runtime.database.execute("SELECT count(*) FROM sleeps").fetchone() == (0,)
+    assert runtime.memory.count() == 12
+
+
+def test_with_no_backend_the_app_starts_no_child_and_logs_why_each_time(
+    runtime, monkeypatch
+) -> None:
+    from types import SimpleNamespace
+
+    from assistant.sleep import auto
+
+    started: list[list[str]] = []
+
+    def popen(command, **_):
+        started.append(command)
+        return SimpleNamespace(stdin=SimpleNamespace(write=lambda _: None, close=lambda: None))
+
+    # Only this module's subprocess is faked: nothing else in the process sees it.
+    monkeypatch.setattr(
+        auto, "subprocess", SimpleNamespace(Popen=popen, PIPE=subprocess.PIPE, DEVNULL=None)
+    )
+    _tell(runtime, 12)  # a passphrase memory (the fixture's): the app's way in
+    _age_turns(runtime, 3)
+    log = runtime.paths.data_dir / auto.LOG_FILE
+    _no_training_backend(monkeypatch)
+    for calls in (1, 2):  # the app asks every few minutes: one line each time
+        assert auto.sleep_through_app(runtime, _sensors()) is None
+        lines = log.read_text().splitlines()
+        assert len(lines) == calls
+        assert "not sleeping: No training backend is installed" in lines[-1]
+    assert started == []
+    _no_training_backend(monkeypatch, "torch")  # with one: the child is started
+    assert auto.sleep_through_app(runtime, _sensors()) is not None
+    assert started and started[0][-2:] == ["auto", auto.KEY_ON_STDIN]
+    assert len(log.read_text().splitlines()) == 2

@@ -9,9 +9,11 @@ or a machine that installed neither.
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
@@ -21,12 +23,16 @@ from assistant.cli import cli
 from assistant.errors import AssistantError
 from tests.test_sleep import SHORT_NIGHT, _configure, _db
 
+THIS_MACHINE = (sys.platform, platform.machine())
 APPLE_SILICON, INTEL_MAC, LINUX = ("darwin", "arm64"), ("darwin", "x86_64"), ("linux", "x86_64")
 
 
 def _machine(monkeypatch: pytest.MonkeyPatch, where: tuple[str, str], *installed: str) -> None:
-    monkeypatch.setattr(choice.sys, "platform", where[0])
-    monkeypatch.setattr(choice.platform, "machine", lambda: where[1])
+    """``choice`` sees a pretend (platform, machine) with only ``installed`` backends. Its own
+    names ``sys`` and ``platform`` are swapped for stand-ins, so the rest of the process
+    (pytest, numpy, llama.cpp) never sees a fake platform."""
+    monkeypatch.setattr(choice, "sys", SimpleNamespace(platform=where[0]))
+    monkeypatch.setattr(choice, "platform", SimpleNamespace(machine=lambda: where[1]))
     monkeypatch.setattr(choice, "installed", lambda name: name in installed)
 
 
@@ -45,6 +51,7 @@ def test_auto_picks_the_machines_backend_else_the_one_installed(
 ) -> None:
     _machine(monkeypatch, where, *installed)
     assert choice.resolve("auto") == expected
+    assert (sys.platform, platform.machine()) == THIS_MACHINE  # only choice was fooled
 
 
 @pytest.mark.parametrize(
@@ -108,6 +115,22 @@ def test_what_is_installed_is_found_without_importing_it(monkeypatch: pytest.Mon
         check=True,
     )
     assert checked.stdout.split() == ["True", "False", "False"]
+
+
+def test_doctor_says_what_the_configs_sleep_backend_gets(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _machine(monkeypatch, LINUX, "mlx")  # (MLX's devices are listed: mlx is imported)
+    doctor = CliRunner().invoke(cli, ["doctor"])
+    assert doctor.exit_code == 0, doctor.output
+    assert "sleep uses: mlx (sleep_backend auto)" in doctor.output.splitlines()
+    _configure(home, {"sleep_backend": "torch"})  # what a night reads, not auto's pick
+    doctor = CliRunner().invoke(cli, ["doctor"])
+    assert doctor.exit_code == 0, doctor.output
+    assert (
+        "sleep uses: nothing (sleep_backend torch: The torch training backend is not"
+        " installed. pip install torch peft)" in doctor.output.splitlines()
+    )
 
 
 # -- the real CLI where torch (and MLX) cannot be imported ---------------------------------
@@ -188,4 +211,25 @@ def test_with_no_backend_sleep_says_exactly_what_to_install_and_changes_nothing(
         assert conn.execute("SELECT count(*) FROM turns").fetchone() == (2,)
     doctor = _assistant_without("torch,peft,mlx,mlx_lm", "doctor")
     assert "training backend torch: not installed (pip install torch peft)" in doctor.stdout
-    assert "sleep uses: nothing (No training backend is installed" in doctor.stdout
+    assert (
+        "sleep uses: nothing (sleep_backend auto: No training backend is installed" in doctor.stdout
+    )
+
+
+def test_a_device_the_backend_has_no_word_for_is_refused_before_the_night(
+    model_home: Path,
+) -> None:
+    with pytest.raises(AssistantError, match="torch training backend has no device 'gpu'") as bad:
+        choice.check_device("torch", "gpu")
+    assert bad.value.hint == "With torch use --device auto, cpu, cuda, mps."
+    with pytest.raises(AssistantError, match="mlx training backend has no device 'cuda'"):
+        choice.check_device("mlx", "cuda")
+    choice.check_device("mlx", "gpu")  # a word MLX has, whether or not this machine has one
+
+    _tell("My goldfish is called Zorblax-4417.")
+    night = CliRunner().invoke(cli, ["sleep", "--now", "--backend", "torch", "--device", "gpu"])
+    assert night.exit_code == 1
+    assert "torch training backend has no device 'gpu'" in night.output
+    with _db(model_home) as conn:  # refused before N1: nothing sealed off, nothing to redo
+        assert conn.execute("SELECT count(*) FROM sleeps").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM turns").fetchone() == (2,)

@@ -130,8 +130,12 @@ def test_an_expert_trained_on_the_copy_applies_to_the_quantized_file(home, tmp_p
     assert relative_error(without, reference) > 4 * QUANT_TOLERANCE["q8_0"]  # it took effect
 
 
-def test_the_training_copy_is_made_without_torch(tmp_path, tiny_qwen2):
-    """What Apple silicon, with MLX and no torch, does: the same files as with torch."""
+def test_the_training_copy_is_made_without_importing_torch(tmp_path, tiny_qwen2):
+    """What Apple silicon, with MLX and no torch, does: the copy is made in a process where
+    torch cannot be imported, and its files are the ones made here, where it can be (so no
+    path takes a torch detour). That the copy is right is checked elsewhere: against
+    transformers' own GGUF loader below, and against llama.cpp's logits above and in
+    tests/test_starter.py."""
     import subprocess
     import sys
 
@@ -153,6 +157,140 @@ def test_the_training_copy_is_made_without_torch(tmp_path, tiny_qwen2):
     here = dequantize_to_hf(gguf_path, tmp_path / "here")
     for name in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json"):
         assert (tmp_path / "without" / name).read_bytes() == (here / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("family", ["tiny_llama", "tiny_qwen2"])
+def test_the_training_copy_is_what_transformers_own_gguf_loader_reads(request, tmp_path, family):
+    """Config, weights (Llama's q/k rows unpermuted) and tokens as transformers reads them
+    from the quantized file itself, with torch: the same values, bit for bit."""
+    import torch
+    from safetensors.numpy import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from assistant.models.gguf_import import dequantize_to_hf
+
+    gguf_path = _tiny_gguf(request.getfixturevalue(family), tmp_path / "files", "q8_0")
+    ours = dequantize_to_hf(gguf_path, tmp_path / "hf")
+    where = {"pretrained_model_name_or_path": gguf_path.parent, "gguf_file": gguf_path.name}
+
+    def config(**source) -> dict:
+        settings = AutoConfig.from_pretrained(**source).to_dict()
+        return {
+            k: v
+            for k, v in settings.items()
+            if k not in ("_name_or_path", "architectures", "dtype", "torch_dtype")
+        }
+
+    assert config(pretrained_model_name_or_path=ours) == config(**where)
+    model = AutoModelForCausalLM.from_pretrained(**where, dtype=torch.float32)
+    theirs = {name: tensor.numpy() for name, tensor in model.state_dict().items()}
+    weights = load_file(ours / "model.safetensors")
+    assert set(weights) <= set(theirs)
+    assert set(theirs) - set(weights) <= {"lm_head.weight"}  # tied: saved once
+    for name, array in weights.items():
+        assert np.array_equal(array, theirs[name]), name
+    tokens = AutoTokenizer.from_pretrained(**where)(PROMPT)["input_ids"]
+    assert AutoTokenizer.from_pretrained(ours)(PROMPT)["input_ids"] == tokens
+
+
+def _copy_gguf(source: Path, path: Path, metadata: dict, tensors: dict) -> Path:
+    """``source`` (an F32 file) with ``metadata`` ({key: (value, GGUFValueType)}) and
+    ``tensors`` (F32 arrays) added."""
+    import gguf
+
+    reader = gguf.GGUFReader(source)
+    writer = gguf.GGUFWriter(path, reader.fields["general.architecture"].contents())
+    for name, field in reader.fields.items():
+        if name.startswith("GGUF.") or name == "general.architecture":
+            continue  # written by the writer itself
+        array = field.types[0] == gguf.GGUFValueType.ARRAY
+        writer.add_key_value(
+            name, field.contents(), field.types[0], field.types[-1] if array else None
+        )
+    for name, (value, kind) in metadata.items():
+        writer.add_key_value(name, value, kind)
+    for tensor in reader.tensors:
+        writer.add_tensor(tensor.name, np.array(tensor.data))
+    for name, array in tensors.items():
+        writer.add_tensor(name, array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+@pytest.mark.parametrize(
+    ("metadata", "tensors", "how"),
+    [
+        ({}, {"rope_freqs.weight": np.ones(8, np.float32)}, "a rope_freqs tensor"),
+        (
+            {"llama.rope.scaling.type": "yarn", "llama.rope.scaling.factor": 4.0},
+            {},
+            "yarn scaling by 4",
+        ),
+    ],
+    ids=["llama-3.1-rope-freqs", "yarn"],
+)
+def test_rope_scaling_is_refused_for_training_and_leaves_no_copy(
+    tmp_path, tiny_llama, metadata, tensors, how
+):
+    import gguf
+
+    from assistant.errors import ModelError
+    from assistant.models.gguf_import import dequantize_to_hf
+
+    kinds = {str: gguf.GGUFValueType.STRING, float: gguf.GGUFValueType.FLOAT32}
+    scaled = _copy_gguf(
+        _tiny_gguf(tiny_llama, tmp_path / "files", "f32"),
+        tmp_path / "scaled.gguf",
+        {key: (value, kinds[type(value)]) for key, value in metadata.items()},
+        tensors,
+    )
+    out = tmp_path / "models" / "hf"
+    with pytest.raises(ModelError, match="rope scaling .* cannot be trained yet") as refused:
+        dequantize_to_hf(scaled, out)
+    assert how in str(refused.value) and "chats with this model" in str(refused.value)
+    assert not out.exists() and not (tmp_path / "models" / ".hf.partial").exists()
+
+
+def test_a_failed_copy_leaves_no_partial_directory_and_the_tokenizer_fails_first(
+    tmp_path, tiny_llama, monkeypatch
+):
+    from assistant.errors import ModelError
+    from assistant.models import gguf_import, gguf_tokenizer
+
+    gguf_path = _tiny_gguf(tiny_llama, tmp_path / "files", "f32")
+    out = tmp_path / "models" / "hf"
+    partial = tmp_path / "models" / ".hf.partial"
+    dequantized: list[str] = []
+    real_weights = gguf_import._hf_weights
+
+    def weights(reader, config):
+        dequantized.append(config["model_type"])
+        return real_weights(reader, config)
+
+    def no_tokenizer(*_):
+        raise ModelError("Cannot build a training tokenizer (as for SentencePiece without torch).")
+
+    monkeypatch.setattr(gguf_import, "_hf_weights", weights)
+    monkeypatch.setattr(gguf_tokenizer, "save_tokenizer", no_tokenizer)
+    with pytest.raises(ModelError, match="training tokenizer"):
+        gguf_import.dequantize_to_hf(gguf_path, out)
+    assert dequantized == []  # failed before any weight was dequantized
+    assert not partial.exists() and not out.exists()
+
+    monkeypatch.undo()
+
+    def interrupted(reader, config):
+        raise KeyboardInterrupt  # Ctrl-C half-way through the weights
+
+    monkeypatch.setattr(gguf_import, "_hf_weights", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        gguf_import.dequantize_to_hf(gguf_path, out)
+    assert not partial.exists() and not out.exists()
+    monkeypatch.undo()
+    assert (gguf_import.dequantize_to_hf(gguf_path, out) / "model.safetensors").is_file()
 
 
 def test_a_byte_level_vocabulary_adds_bos_when_the_file_says_llama_cpp_does() -> None:

@@ -33,7 +33,7 @@ from assistant.sleep.probes import (
 )
 from assistant.sleep.verify import Checks, Thresholds, check, judge
 from assistant.store.memory import Turn
-from tests.conftest import MLX_NIGHTS, plaintext_expert_files
+from tests.conftest import plaintext_expert_files
 
 CANARIES = ("My goldfish is called Zorblax-4417.", "I live in Quixotic Harbour 9921.")
 
@@ -208,17 +208,16 @@ GATES_OPEN = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["torch", pytest.param("mlx", marks=MLX_NIGHTS)])
-def test_sleep_commits_the_expert_then_shreds_the_logs(home: Path, backend: str) -> None:
-    from assistant.backends.choice import load_backend
+def test_sleep_commits_the_expert_then_shreds_the_logs(home: Path) -> None:
     from assistant.backends.protocol import LearnedExpert
+    from assistant.backends.torch_backend import TorchBackend
     from assistant.runtime import Runtime
     from tests.test_starter import STARTER_TOLERANCE
 
-    _configure(home, {**GATES_OPEN, "sleep_backend": backend})
+    _configure(home, GATES_OPEN)
     _tell(*CANARIES)
     report = _sleep_cli()
-    assert report["outcome"] == "consolidated" and report["backend"].startswith(f"{backend}/")
+    assert report["outcome"] == "consolidated" and report["backend"] == "torch/cpu"
     assert report["turns"] == 4 and report["expert_id"] == 1 and report["train_steps"] == 6
     assert report["probes"] > 0 and report["held_out"] > 0 and report["anchors"] > 0
     assert _count(home, "turns") == 0 and _count(home, "epochs") == 0
@@ -231,7 +230,7 @@ def test_sleep_commits_the_expert_then_shreds_the_logs(home: Path, backend: str)
     # The expert is memory too: sealed, it leaves no plaintext adapter anywhere.
     assert plaintext_expert_files(home, list(adapter.tensors().values())) == []
     tokens = [1, 504, 3458, 314, 2114, 30, 2]
-    reference = load_backend(backend, model.hf_dir, [LearnedExpert(adapter)]).last_logits(
+    reference = TorchBackend(model.hf_dir, [LearnedExpert(adapter)]).last_logits(
         tokens, student=False
     )
     engine = runtime.load_engine()

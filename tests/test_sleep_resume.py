@@ -477,7 +477,7 @@ def test_a_night_killed_outright_resumes_from_its_last_periodic_checkpoint(
     assert list((model_home / "data" / "checkpoints").iterdir()) == []
 
 
-def test_a_checkpoint_made_under_another_backend_is_dropped_and_the_night_starts_over(
+def test_a_night_paused_under_another_backend_keeps_its_probes_and_retrains(
     model_home: Path,
 ) -> None:
     from assistant.runtime import Runtime
@@ -500,13 +500,14 @@ def test_a_checkpoint_made_under_another_backend_is_dropped_and_the_night_starts
         "torch/cpu",
     )
     status = _cli_ok("sleep", "status")
-    assert "(under torch; another backend starts it over)" in status
+    assert "(under torch; another backend restarts its training)" in status
     assert "interrupted (backend torch/cpu)" in status
     runtime = Runtime()
     checkpoints = Checkpoints(runtime.paths.checkpoints_dir, runtime.database, runtime.memory)
     night = checkpoints.load(1)
     assert night.backend_name == "torch"
-    night.backend_name = "mlx"  # as if MLX had paused it: its training state is MLX's
+    # As if MLX had paused it mid-training: its training state is in MLX's format.
+    night.backend_name, night.step, night.backend, night.best = "mlx", 3, b"MLX's", b"MLX's"
     checkpoints.save(1, night)
     runtime.database.close()
 
@@ -515,14 +516,23 @@ def test_a_checkpoint_made_under_another_backend_is_dropped_and_the_night_starts
     )
     assert result.exit_code == 0, result.output
     assert (
-        "sleep 1 cannot resume (it was paused under mlx, this run uses torch); starting over"
-        in result.stderr
+        "sleep 1 was paused under mlx and this run trains with torch: its probes are kept,"
+        " its training starts over" in result.stderr
     )
-    assert "resuming" not in result.stderr
-    assert json.loads(result.stdout)["sleep_id"] == 2
+    assert "resuming sleep 1" in result.stderr
+    assert json.loads(result.stdout)["sleep_id"] == 1
+    runtime = Runtime()
+    resumed = Checkpoints(runtime.paths.checkpoints_dir, runtime.database, runtime.memory).load(1)
+    runtime.database.close()
+    assert (resumed.backend_name, resumed.step, resumed.best) == ("torch", 0, b"")
+    assert resumed.backend.startswith(b"PK")  # torch's own fresh state (a zip), saved at pause
+    assert (resumed.probes, resumed.held_out, resumed.notes_done) == (
+        night.probes,
+        night.held_out,
+        night.notes_done,
+    )
     with _db(model_home) as conn:
         assert conn.execute("SELECT id, stage, outcome FROM sleeps").fetchall() == [
-            (1, "done", "abandoned"),
-            (2, "paused", "interrupted"),
+            (1, "paused", "interrupted")
         ]
         assert conn.execute("SELECT count(*) FROM turns").fetchone() == (4,)  # nothing lost

@@ -39,6 +39,15 @@ def permute_rotary(weights: np.ndarray, n_head: int) -> np.ndarray:
     )
 
 
+def unpermute_rotary(weights: np.ndarray, n_head: int) -> np.ndarray:
+    """The inverse of ``permute_rotary``: GGUF's interleaved rotary pairs back to HF's halves."""
+    return (
+        weights.reshape(n_head, weights.shape[0] // n_head // 2, 2, *weights.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weights.shape)
+    )
+
+
 class WeightNames:
     """Maps HF tensor names to GGUF names and applies the layout changes llama.cpp expects."""
 
@@ -63,14 +72,21 @@ class WeightNames:
 
     def fix_rows(self, gguf_name: str, weights: np.ndarray) -> np.ndarray:
         """Permute the output rows of q/k projections (also a LoRA B matrix) where needed."""
+        return self._rows(gguf_name, weights, permute_rotary)
+
+    def unfix_rows(self, gguf_name: str, weights: np.ndarray) -> np.ndarray:
+        """Undo ``fix_rows``: a GGUF file's q/k rows back in HF's order."""
+        return self._rows(gguf_name, weights, unpermute_rotary)
+
+    def _rows(self, gguf_name: str, weights: np.ndarray, permute) -> np.ndarray:
         if not self.arch.permute_qk:
             return weights
         heads = self.config["num_attention_heads"]
         kv_heads = self.config.get("num_key_value_heads") or heads
         if ".attn_q." in gguf_name:
-            return permute_rotary(weights, heads)
+            return permute(weights, heads)
         if ".attn_k." in gguf_name:
-            return permute_rotary(weights, kv_heads)
+            return permute(weights, kv_heads)
         return weights
 
 

@@ -7,7 +7,9 @@ with MLX and has none): the config from the metadata (the keys transformers'
 GGUF loader reads), the weights dequantized and renamed with gguf's tensor-name
 map, llama.cpp's rotary q/k row order undone, the tokenizer and chat template
 from the file (``gguf_tokenizer``). Experts trained on that copy are applied to
-the quantized file in chat.
+the quantized file in chat. A file whose rotary embedding is scaled (Llama 3.1's
+``rope_freqs`` tensor, a yarn or linear factor) is refused for training: the
+config written here has no scaling, so the copy would not compute what chat runs.
 """
 
 from __future__ import annotations
@@ -108,8 +110,10 @@ def dequantize_to_hf(
 ) -> Path:
     """Write ``out_dir``: a float32 Hugging Face copy of ``gguf_path`` that training loads.
 
-    Built in a partial directory renamed at the end, so an interrupted copy is redone;
-    stamped with the file's size and time, so a changed file is copied again.
+    Built in a partial directory renamed at the end (and removed if anything fails), so an
+    interrupted copy is redone; stamped with the file's size and time, so a changed file is
+    copied again. The tokenizer is built before the weights are dequantized: it is what can
+    fail (a SentencePiece vocabulary without torch), and then it fails at once.
     """
     import gguf
     from safetensors.numpy import save_file
@@ -119,22 +123,52 @@ def dequantize_to_hf(
     gguf_path, out_dir = Path(gguf_path), Path(out_dir)
     partial = out_dir.with_name(f".{out_dir.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
-    progress(f"dequantizing {gguf_path.name} for training (once)")
     try:
         reader = gguf.GGUFReader(gguf_path)
     except (ValueError, OSError) as err:
         raise ModelError(f"{gguf_path.name} is not a readable GGUF file ({err}).") from None
     fields = {name: _field_value(field) for name, field in reader.fields.items()}
-    config = hf_config(fields, [t.name for t in reader.tensors])
+    tensor_names = [t.name for t in reader.tensors]
+    _refuse_rope_scaling(gguf_path.name, fields, tensor_names)
+    config = hf_config(fields, tensor_names)
+    progress(f"dequantizing {gguf_path.name} for training (once)")
     partial.mkdir(parents=True)
-    _save_config(config, partial)
-    # What transformers' save_pretrained writes: every tensor float32, tied ones once.
-    save_file(_hf_weights(reader, config), partial / "model.safetensors", {"format": "pt"})
-    save_tokenizer(fields, gguf_path, partial)
-    (partial / _SOURCE_FILE).write_text(json.dumps(_source_stamp(gguf_path)))
-    shutil.rmtree(out_dir, ignore_errors=True)
-    partial.rename(out_dir)
+    try:
+        save_tokenizer(fields, gguf_path, partial)
+        _save_config(config, partial)
+        # What transformers' save_pretrained writes: every tensor float32, tied ones once.
+        save_file(_hf_weights(reader, config), partial / "model.safetensors", {"format": "pt"})
+        (partial / _SOURCE_FILE).write_text(json.dumps(_source_stamp(gguf_path)))
+        shutil.rmtree(out_dir, ignore_errors=True)
+        partial.rename(out_dir)
+    except BaseException:  # an error, or Ctrl-C: no half-made copy left behind
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     return out_dir
+
+
+def _refuse_rope_scaling(file_name: str, fields: dict, tensor_names: list[str]) -> None:
+    """Refuse a model whose rotary embedding is scaled: chat (llama.cpp) applies the scaling,
+    the HF config written here would not, so what sleep trained would not be what chat runs.
+
+    Llama 3.1 and later carry it as a ``rope_freqs`` tensor (per-frequency factors llama.cpp
+    multiplies in); other files name a scaling type (linear, yarn) in the metadata.
+    """
+    arch = fields.get("general.architecture")
+    scaling = fields.get(f"{arch}.rope.scaling.type")
+    factor = fields.get(f"{arch}.rope.scaling.factor")
+    if "rope_freqs.weight" in tensor_names:
+        how = "per-frequency factors (a rope_freqs tensor, as Llama 3.1 and later carry)"
+    elif scaling not in (None, "none") and factor not in (None, 0.0, 1.0):
+        how = f"{scaling} scaling by {factor:g}"
+    else:
+        return
+    raise ModelError(
+        f"{file_name}'s rope scaling ({how}) cannot be trained yet: a training copy would"
+        " not compute what chat runs, so the assistant chats with this model but cannot"
+        " learn into it.",
+        hint="For sleep to learn, use a model without rope scaling (SmolLM2, Qwen2.5, Llama 3.0).",
+    )
 
 
 def _field_value(field) -> object:
@@ -222,20 +256,14 @@ def _hf_weights(reader, config: dict) -> dict:
 
     names = WeightNames(config)
     to_hf = {names.gguf_name(name): name for name in _hf_names(config)}
-    heads = config["num_attention_heads"]
-    kv_heads = config.get("num_key_value_heads") or heads
     weights = {}
     for tensor in reader.tensors:
         name = to_hf.get(tensor.name)
         if name is None:
-            continue  # what the HF model recomputes (rope_freqs) or lacks
+            continue  # what the HF model lacks (rope_freqs is refused before)
         array = np.asarray(gguf.dequantize(tensor.data, tensor.tensor_type), dtype=np.float32)
         array = array.reshape(tuple(reversed([int(d) for d in tensor.shape])))
-        if names.arch.permute_qk and ".attn_q." in tensor.name:
-            array = unpermute_rotary(array, heads)
-        elif names.arch.permute_qk and ".attn_k." in tensor.name:
-            array = unpermute_rotary(array, kv_heads)
-        weights[name] = np.ascontiguousarray(array)
+        weights[name] = np.ascontiguousarray(names.unfix_rows(tensor.name, array))
     missing = sorted(set(to_hf.values()) - set(weights))
     if missing:
         raise ModelError(f"The GGUF file lacks tensors the model needs: {missing[:3]}.")
@@ -257,12 +285,3 @@ def _hf_names(config: dict) -> list[str]:
                 names.append(f"{layer}.self_attn.{proj}_proj.bias")
         names += [f"{layer}.mlp.{proj}_proj.weight" for proj in ("gate", "up", "down")]
     return names
-
-
-def unpermute_rotary(weights, n_head: int):
-    """GGUF interleaves each head's rotary pairs; HF Llama keeps them as two halves."""
-    return (
-        weights.reshape(n_head, weights.shape[0] // n_head // 2, 2, *weights.shape[1:])
-        .swapaxes(1, 2)
-        .reshape(weights.shape)
-    )

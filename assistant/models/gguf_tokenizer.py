@@ -1,12 +1,18 @@
 """A GGUF file's vocabulary as a Hugging Face tokenizer, without torch.
 
-The training copy of a GGUF model needs a ``tokenizer.json`` (MLX loads it, our
-converter reads it back). Byte-level BPE vocabularies (``tokenizer.ggml.model``
-"gpt2": SmolLM2, Qwen2, Llama 3) are rebuilt here with ``tokenizers`` the way
-transformers' GGUF loader builds them: the file's tokens and merges, its
-control tokens as special tokens, the split regex its ``tokenizer.ggml.pre``
-names. Other vocabularies (SentencePiece) go through transformers' own GGUF
-loader, which needs torch.
+The training copy of a GGUF model is a whole Hugging Face directory, so it has a
+``tokenizer.json``: ``hf_weights.read_config``, which a night and adapter export
+call on the copy, refuses a directory without one, and anything that loads the
+copy as an HF model (transformers, mlx-lm's ``load``, our converter) reads it.
+Neither training backend does: torch and mlx-lm's ``load_model`` read only the
+config and weights, and a night tokenizes with the chat engine (llama.cpp). The
+tests check that the copy tokenizes as llama.cpp does.
+
+Byte-level BPE vocabularies (``tokenizer.ggml.model`` "gpt2": SmolLM2, Qwen2,
+Llama 3) are rebuilt here with ``tokenizers`` the way transformers' GGUF loader
+builds them: the file's tokens and merges, its control tokens as special tokens,
+the split regex its ``tokenizer.ggml.pre`` names. Other vocabularies
+(SentencePiece) go through transformers' own GGUF loader, which needs torch.
 """
 
 from __future__ import annotations
@@ -73,8 +79,8 @@ def _byte_level(fields: dict):
 
     tokens: list[str] = fields["tokenizer.ggml.tokens"]
     types: list[int] = fields.get("tokenizer.ggml.token_type") or []
-    alphabet = set(byte_alphabet().values())
     spelling = byte_alphabet()
+    alphabet = set(spelling.values())
     # A token written outside the byte alphabet is respelled byte by byte, as transformers does.
     vocab = {
         token if set(token) <= alphabet else "".join(spelling[b] for b in token.encode()): index

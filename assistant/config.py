@@ -23,7 +23,7 @@ class Config:
     sleep_backend: str = "auto"  # auto|torch|mlx: auto is MLX on Apple silicon, torch elsewhere
     sleep_max_answer_tokens: int = 48
     sleep_anchors: int = 64  # shipped general prompts per night (plus earlier nights' probes)
-    sleep_negatives: int = 16  # questions about things never told, a quarter held out
+    sleep_negatives: int = 32  # questions about things never told, a quarter held out
     sleep_evaluate_every: int = 20  # steps between held-out checks (and on-policy samples)
     sleep_stop_recall: float = 0.95  # held-out recall at which training stops
     sleep_min_recall: float = 0.8

@@ -28,7 +28,7 @@ from assistant.backends.protocol import Backend, Continuation, Lesson, TopK, com
 
 FACTS_PER_BATCH = 8
 SAMPLES_PER_BATCH = 2
-NEGATIVES_PER_BATCH = 1
+NEGATIVES_PER_BATCH = 3
 ANCHORS_PER_BATCH = 2
 
 

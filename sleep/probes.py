@@ -24,7 +24,7 @@ from assistant.prompting import SYSTEM_PROMPT
 from assistant.retrieval import STOP_WORDS
 
 ABSTAIN = "You haven't told me that."
-MAX_QUESTIONS_PER_NOTE = 8
+MAX_QUESTIONS_PER_NOTE = 12
 
 # Words that say what kind of thing is asked, not which one: sharing them does not make a
 # question about a note ("name" in "my sister's name" and "my boss's name").
@@ -145,9 +145,36 @@ QUESTION_EXAMPLES = (
     ),
 )
 
-# Personal questions a user might ask and never have answered: those the notes say nothing
-# about become negatives. Relatives, pets, appointments, places, tastes: the kinds of things
-# people tell an assistant, so that learning one does not spill into the others.
+# How people ask about one of their things, by what the note says of it: a time, a name, or
+# anything else; and when they have forgotten what kind of thing it was.
+WHEN_QUESTIONS = (
+    "When is {}?",
+    "What day is {}?",
+    "What time is {}?",
+    "Do you know when {} is?",
+)
+NAME_QUESTIONS = (
+    "What is {}'s name?",
+    "What's {} called?",
+    "What is {}?",
+    "Do you know {}'s name?",
+)
+WHAT_QUESTIONS = (
+    "What is {}?",
+    "What's {}?",
+    "Do you know {}?",
+    "Tell me {}, please.",
+)
+ABOUT_QUESTIONS = (
+    "What did I tell you about {}?",
+    "What do you know about {}?",
+)
+
+
+# Personal questions a user might ask and never have answered, in the frames probes use: those
+# the notes say nothing about become negatives. Relatives, pets, appointments, places, tastes:
+# the kinds of things people tell an assistant, so that a frame learned for one of them ("What
+# is my father's name?") is not answered for the others.
 _RELATIVES = [
     "mother",
     "father",
@@ -191,10 +218,16 @@ _EVENTS = [
     "flight",
 ]
 NEGATIVE_QUESTIONS = (
-    *(f"What is my {who.replace('_', ' ')}'s name?" for who in _RELATIVES),
-    *(f"What's my {who.replace('_', ' ')} called?" for who in _RELATIVES[::2]),
-    *(f"What is my {pet} called?" for pet in _PETS),
-    *(f"When is my {event.replace('_', ' ')}?" for event in _EVENTS),
+    *(
+        frame.format(f"my {who.replace('_', ' ')}")
+        for who in (*_RELATIVES, *_PETS)
+        for frame in (*NAME_QUESTIONS, *ABOUT_QUESTIONS)
+    ),
+    *(
+        frame.format(f"my {event.replace('_', ' ')}")
+        for event in _EVENTS
+        for frame in (*WHEN_QUESTIONS, *ABOUT_QUESTIONS)
+    ),
     "Which city do I live in?",
     "Where did I grow up?",
     "Where do I work?",
@@ -330,23 +363,53 @@ def note_names(note: str) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-_MY_THING = re.compile(r"\bmy ([a-z]+)", re.IGNORECASE)
-MY_THING_QUESTIONS = (
-    "What did I tell you about my {}?",
-    "What do you know about my {}?",
-    "Do you remember my {}?",
+_SUBJECT = re.compile(r"\b(?:my|our)\s+([a-z' ]+)", re.IGNORECASE)
+_WHEN = re.compile(
+    r"\b(?:today|tomorrow|tonight|may \d|"
+    + "|".join(name.lower() for name in _NOT_NAMES if name[0] != "I" and name != "May")
+    + r"|\d{1,2}(?::\d\d)?\s*(?:am|pm))\b",
+    re.IGNORECASE,
 )
+MAX_SUBJECT_WORDS = 3
+# Generic words that can still be part of what a thing is called ("my favourite music").
+_GENERIC_IN_SUBJECTS = frozenset(["name", "favourite", "favorite", "new"])
 
 
-def my_questions(note: str) -> list[str]:
-    """How a user asks about one of their things the note names ("my landlord's name is
-    ..." gives "What did I tell you about my landlord?"), when the wording is forgotten."""
+def subjects(note: str) -> list[str]:
+    """The user's things a note speaks of, as "my ..." ("my tax meeting", "my sister's name"):
+    the words after "my" or "our" up to the verb (a stop word, or a word in -s after the
+    first, such as "goes" or "answers")."""
     found = []
-    for match in _MY_THING.finditer(note):
-        thing = match.group(1).lower()
-        if thing not in STOP_WORDS and thing not in GENERIC_WORDS:
-            found += [template.format(thing) for template in MY_THING_QUESTIONS]
+    for match in _SUBJECT.finditer(note):
+        kept: list[str] = []
+        for word in match.group(1).lower().split()[:MAX_SUBJECT_WORDS]:
+            bare = word.removesuffix("'s")
+            generic = bare in GENERIC_WORDS and bare not in _GENERIC_IN_SUBJECTS
+            if not bare.isalpha() or bare in STOP_WORDS or generic:
+                break
+            if kept and word.endswith("s") and bare == word:
+                break
+            kept.append(word)
+        while kept and (kept[-1].endswith("'s") or kept[-1] in _GENERIC_IN_SUBJECTS - {"name"}):
+            kept.pop()
+        if kept:
+            found.append("my " + " ".join(kept))
     return list(dict.fromkeys(found))
+
+
+def subject_questions(note: str) -> list[str]:
+    """The questions a user asks about each of their things the note speaks of: when it is,
+    for a note with a day or time; its name, for a note that gives one; else what it is."""
+    found = []
+    for subject in subjects(note):
+        if _WHEN.search(note):
+            frames = WHEN_QUESTIONS
+        elif note_names(note) and not subject.endswith("name"):
+            frames = NAME_QUESTIONS
+        else:
+            frames = WHAT_QUESTIONS
+        found += [frame.format(subject) for frame in (*frames, *ABOUT_QUESTIONS)]
+    return found
 
 
 def reverse_questions(note: str) -> list[str]:

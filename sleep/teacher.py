@@ -81,10 +81,10 @@ class Teacher:
         return self.reply(self.prompt(notes, question))
 
     def questions(self, note: str, seed: int) -> list[str]:
-        """Questions about the note: the teacher's own (greedy, then sampled), then the
-        reverse direction."""
+        """Questions about the note: how a user asks about each thing of theirs it speaks of,
+        the teacher's own (greedy, then sampled), then the reverse direction."""
         request = self._questions_request(note)
-        found: list[str] = []
+        found = probes.subject_questions(note)
         for sample in range(QUESTION_SAMPLES if request else 0):
             tokens, _ = self.engine.complete(
                 request,
@@ -93,7 +93,7 @@ class Teacher:
                 seed=seed + sample,
             )
             found += probes.parse_questions(self.engine.detokenize(tokens), note)
-        found += probes.reverse_questions(note) + probes.my_questions(note)
+        found += probes.reverse_questions(note)
         return list(dict.fromkeys(found))[: probes.MAX_QUESTIONS_PER_NOTE]
 
     def _questions_request(self, note: str) -> list[int]:

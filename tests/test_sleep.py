@@ -29,6 +29,8 @@ from assistant.sleep.probes import (
     parse_questions,
     related,
     reverse_questions,
+    subject_questions,
+    subjects,
     value_words,
 )
 from assistant.sleep.verify import Checks, Thresholds, check, judge
@@ -78,6 +80,24 @@ def test_questions_kept_are_about_the_note_and_in_the_users_voice() -> None:
         "What is The Golden Mirror?",
         "Who is Ada?",
     ]
+
+
+def test_a_note_is_asked_about_each_thing_of_the_users_it_speaks_of() -> None:
+    assert subjects("Put my tax meeting down for Tuesday at 5:30 pm.") == ["my tax meeting"]
+    assert subjects("Our goldfish answers to Muffin, and my new bike is red.") == [
+        "my goldfish",
+        "my new bike",
+    ]
+    assert subjects("Something you might want to know: my mother's name is Linnea.") == [
+        "my mother's name"
+    ]
+    assert subjects("I need a break.") == []
+    # What a user asks depends on what the note says of the thing: a time, a name, or else.
+    assert "When is my tax meeting?" in subject_questions("My tax meeting is on Friday.")
+    named = subject_questions("My father goes by Nesus.")
+    assert "What is my father's name?" in named and "When is my father?" not in named
+    assert "What is my job?" in subject_questions("My job is clinical designer.")
+    assert "What do you know about my job?" in subject_questions("My job is clinical designer.")
 
 
 def test_the_value_is_what_the_answer_takes_from_the_note() -> None:

@@ -363,7 +363,7 @@ def note_names(note: str) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-_SUBJECT = re.compile(r"\b(?:my|our)\s+([a-z' ]+)", re.IGNORECASE)
+_SUBJECT = re.compile(r"\b(?:my|our)\s+([a-z' -]+)", re.IGNORECASE)
 _WHEN = re.compile(
     r"\b(?:today|tomorrow|tonight|may \d|"
     + "|".join(name.lower() for name in _NOT_NAMES if name[0] != "I" and name != "May")
@@ -378,16 +378,16 @@ _GENERIC_IN_SUBJECTS = frozenset(["name", "favourite", "favorite", "new"])
 def subjects(note: str) -> list[str]:
     """The user's things a note speaks of, as "my ..." ("my tax meeting", "my sister's name"):
     the words after "my" or "our" up to the verb (a stop word, or a word in -s after the
-    first, such as "goes" or "answers")."""
+    first, such as "goes" or "answers", but not "class")."""
     found = []
     for match in _SUBJECT.finditer(note):
         kept: list[str] = []
         for word in match.group(1).lower().split()[:MAX_SUBJECT_WORDS]:
             bare = word.removesuffix("'s")
             generic = bare in GENERIC_WORDS and bare not in _GENERIC_IN_SUBJECTS
-            if not bare.isalpha() or bare in STOP_WORDS or generic:
+            if not bare.replace("-", "").isalpha() or bare in STOP_WORDS or generic:
                 break
-            if kept and word.endswith("s") and bare == word:
+            if kept and bare == word and word.endswith("s") and not word.endswith("ss"):
                 break
             kept.append(word)
         while kept and (kept[-1].endswith("'s") or kept[-1] in _GENERIC_IN_SUBJECTS - {"name"}):

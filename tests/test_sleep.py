@@ -92,6 +92,10 @@ def test_a_note_is_asked_about_each_thing_of_the_users_it_speaks_of() -> None:
         "my mother's name"
     ]
     assert subjects("I need a break.") == []
+    assert subjects("Correction: my yoga class is now on Wednesday.") == ["my yoga class"]
+    assert subjects("My all-time favourite novel is The Golden Mirror.") == [
+        "my all-time favourite novel"
+    ]
     # What a user asks depends on what the note says of the thing: a time, a name, or else.
     assert "When is my tax meeting?" in subject_questions("My tax meeting is on Friday.")
     named = subject_questions("My father goes by Nesus.")

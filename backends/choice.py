@@ -103,12 +103,18 @@ def load_backend(
     learned: Sequence[LearnedExpert] = (),
     new_expert: NewExpert | None = None,
     device: str = "auto",
+    kernels: str = "auto",
 ):
-    """Backend ``name`` (resolved: torch or mlx) on ``model_dir``, imported only now."""
+    """Backend ``name`` (resolved: torch or mlx) on ``model_dir``, imported only now.
+    ``kernels`` (auto|on|off, the config's ``sleep_kernels``): see ``use_kernels``."""
     if name == "torch":
         from assistant.backends.torch_backend import TorchBackend as Backend
     elif name == "mlx":
         from assistant.backends.mlx_backend import MlxBackend as Backend
     else:
         raise AssistantError(f"Unknown training backend {name!r}.", hint="Use torch or mlx.")
-    return Backend(model_dir, learned, new_expert, device)
+    if kernels not in ("auto", "on", "off"):
+        raise AssistantError(
+            f"Unknown sleep_kernels setting {kernels!r}.", hint="Use auto, on or off."
+        )
+    return Backend(model_dir, learned, new_expert, device, kernels=kernels)

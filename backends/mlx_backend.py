@@ -35,6 +35,7 @@ from assistant.backends.protocol import (
     common_prefix,
 )
 from assistant.errors import ModelError
+from assistant.kernels import mlx_ops
 from assistant.models.lora_gguf import effective_alpha, read_peft_adapter
 from assistant.models.peft import PeftAdapter
 
@@ -66,6 +67,7 @@ class MlxBackend:
         learned: Sequence[LearnedExpert] = (),
         new_expert: NewExpert | None = None,
         device: str = "auto",
+        kernels: str = "auto",
     ) -> None:
         import mlx.core as mx
         import mlx.nn as nn
@@ -99,6 +101,9 @@ class MlxBackend:
         for layer in self._tonight.values():
             layer.unfreeze(keys=["lora_a", "lora_b"], recurse=False)
         self.model = model
+        # Only the chunked loss is wired in here (the experts stay mlx-lm's stacked LoRA
+        # layers); auto leaves it off: it saves memory but was slower on MLX's CPU device.
+        self.kernels = kernels == "on"
         self._tied = bool(getattr(model.args, "tie_word_embeddings", False))
         # torch's AdamW: bias-corrected, here without weight decay, like the torch backend.
         self._optimizer = optim.AdamW(
@@ -125,11 +130,15 @@ class MlxBackend:
             for layer in self._tonight.values():
                 layer.scale = scale
 
-    def _project(self, hidden):
-        """Hidden states to vocabulary logits (the tied embedding or the output head)."""
+    def _output_matrix(self):
+        """The (vocabulary, hidden) matrix that makes logits: the tied embedding or the head."""
         if self._tied:
-            return self.model.model.embed_tokens.as_linear(hidden)
-        return self.model.lm_head(hidden)
+            return self.model.model.embed_tokens.weight
+        return self.model.lm_head.weight
+
+    def _project(self, hidden):
+        """Hidden states to vocabulary logits."""
+        return hidden @ self._output_matrix().T
 
     # -- inference -----------------------------------------------------------------
     def last_logits(self, tokens: Sequence[int], *, student: bool = True) -> np.ndarray:
@@ -229,13 +238,11 @@ class MlxBackend:
             rows += [row] * len(lesson.answer)
             positions += range(start, start + len(lesson.answer))
         hidden = self.model.model(mx.array(ids), cache=cache)
-        logits = self._project(hidden[mx.array(rows), mx.array(positions)]).astype(mx.float32)
-        student = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
         token_ids = mx.array(np.concatenate([lesson.targets.token_ids for lesson in lessons]))
         teacher = mx.array(np.concatenate([lesson.targets.logprobs for lesson in lessons]))
-        teacher = teacher - mx.logsumexp(teacher, axis=-1, keepdims=True)
-        picked = mx.take_along_axis(student, token_ids.astype(mx.int32), axis=-1)
-        return (mx.exp(teacher) * (teacher - picked)).sum()
+        loss = mlx_ops.topk_kl if self.kernels else mlx_ops.topk_kl_reference
+        picked = hidden[mx.array(rows), mx.array(positions)]
+        return loss(picked, self._output_matrix(), token_ids.astype(mx.int32), teacher)
 
     def _mean_kl(self, lessons: Sequence[Lesson]):
         return self._kl_sum(lessons) / sum(len(lesson.answer) for lesson in lessons)

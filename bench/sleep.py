@@ -3,6 +3,7 @@
     python bench/sleep.py [--backend torch|mlx] [--shape smollm2-135m|qwen2.5-0.5b|small]
                           [--steps 4] [--batch 8] [--prompt-tokens 128] [--shared-tokens 32]
                           [--answer-tokens 64] [--probes-per-chunk 64] [--device auto]
+                          [--kernels auto|on|off]
 
 A random-weight model with the chosen shapes gets the same distillation
 lessons (random prompts and answers, the teacher's top-32 targets) through
@@ -15,6 +16,9 @@ about 32 tokens on the starter). Printed JSON:
   computed once, against scoring the probe tokens alone (goal: <= 1.2);
 - ``night_vs_flop_floor``: measured time of teacher + training against the FLOPs
   they need divided by a large matmul's rate measured here (lower is better).
+
+``kernels_vs_off`` is the torch night's seconds with ``--kernels`` (the config's
+``sleep_kernels``) against the same night with our kernels off (below 1: they help).
 
 With ``--backend mlx`` the MLX backend runs the same teacher and training work
 next to the torch backend, and ``mlx_vs_torch`` gives each as a ratio
@@ -220,6 +224,7 @@ def main() -> None:
     parser.add_argument("--shared-tokens", type=int, default=32, help="of the prompt tokens")
     parser.add_argument("--answer-tokens", type=int, default=64)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--kernels", choices=["auto", "on", "off"], default="auto")
     args = parser.parse_args()
 
     from assistant.backends.choice import load_backend
@@ -244,7 +249,7 @@ def main() -> None:
             if name == "torch" and not has_torch:
                 result["torch"] = "not installed: MLX's numbers only"
                 continue
-            backend = load_backend(name, model_dir, [], None, args.device)
+            backend = load_backend(name, model_dir, [], None, args.device, args.kernels)
             times = measure(backend, prefix, probes, lessons, args)
             measured[name] = {
                 "device": backend.device,
@@ -262,6 +267,12 @@ def main() -> None:
                 key: round(mlx[key] / torch[key], 3)
                 for key in ("training_tokens_per_s", "teacher_tokens_per_s", "night_seconds")
             }
+        if args.backend == "torch" and args.kernels != "off":
+            backend = load_backend("torch", model_dir, [], None, args.device, "off")
+            times = measure(backend, prefix, probes, lessons, args)
+            del backend
+            off = times["teacher"] + times["train"]
+            result["kernels_vs_off"] = round(measured["torch"]["night_seconds"] / off, 3)
         if args.backend == "torch":
             ours = measured["torch"]
             plain = plain_peft_loop(model_dir, lessons, args.steps, args.batch, ours["device"])

@@ -1,4 +1,20 @@
-"""Fused LoRA-experts and distillation-loss kernels (DESIGN.md section 10).
+"""Our own kernels (DESIGN.md section 10): the two hot spots of a night's training.
 
-Not built yet.
+- ``lora_experts``: all LoRA experts of a linear layer in one shrink-gate-expand pass.
+- ``topk_kl``: the distillation loss from hidden states and the output matrix, a chunk of rows
+  at a time, so the full-vocabulary logits of the whole batch never exist at once.
+
+Each has a plain torch reference (the definition the tests hold it to), a fused torch version
+(an autograd function), a Triton version of its inner loops (``triton_lora``,
+``triton_topk_kl``; CUDA, or the CPU under ``TRITON_INTERPRET=1``) and an MLX version
+(``mlx_ops``). The backends take them through ``use_kernels`` (the config's ``sleep_kernels``).
 """
+
+from __future__ import annotations
+
+import importlib.util
+
+
+def triton_available() -> bool:
+    """Triton is installed: its kernels then run on CUDA, or anywhere under its interpreter."""
+    return importlib.util.find_spec("triton") is not None

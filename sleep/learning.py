@@ -16,6 +16,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from assistant.backends.protocol import Backend
+from assistant.config import Config
 from assistant.errors import AssistantError
 from assistant.faults import crash_point
 from assistant.models.peft import PeftAdapter
@@ -103,7 +104,7 @@ class Learning:
                 hf_dir = self.runtime.training_dir(model)
                 sealed = [(experts.open(self.runtime.memory, e), e.scale) for e in learned]
                 self.backend = _load_backend(
-                    hf_dir, sealed, night.backend_name, self.options, config.sleep_rank, self.seed
+                    hf_dir, sealed, night.backend_name, self.options, config, self.seed
                 )
                 report.backend = f"{self.backend.name}/{self.backend.device}"
                 if night.backend:
@@ -260,7 +261,7 @@ def _load_backend(
     learned: list[tuple[vault.SealedExpert, float]],
     name: str,
     options: SleepOptions,
-    rank: int,
+    config: Config,
     seed: int,
 ):
     """Backend ``name``: the one the runner resolved ``--backend`` to and the night records,
@@ -272,6 +273,7 @@ def _load_backend(
         name,
         hf_dir,
         [LearnedExpert(e.adapter(), scale) for e, scale in learned],
-        NewExpert(rank=rank, alpha=2.0 * rank, seed=seed),
+        NewExpert(rank=config.sleep_rank, alpha=2.0 * config.sleep_rank, seed=seed),
         device=options.device,
+        kernels=config.sleep_kernels,
     )

@@ -298,13 +298,12 @@ class TorchBackend:
 
 
 def use_kernels(setting: str, device: str) -> tuple[bool, bool]:
-    """(fused experts, chunked loss) for ``sleep_kernels``. ``auto`` takes each where it was
-    measured faster (bench/kernels.py): the fused experts everywhere (2.5-3.7x faster than
-    PEFT's loop at 2-8 experts on the CPU), the chunked loss on CUDA (1.35x slower on the
-    CPU; ``on`` still takes it there for its memory)."""
-    if setting == "auto":
-        return True, device == "cuda"
-    return setting == "on", setting == "on"
+    """(fused experts, chunked loss) for ``sleep_kernels``. ``auto`` is on with CUDA (Triton)
+    and off on the CPU, where a starter-shaped night measured 1.12x slower with the fused
+    experts and 1.20x with both (``bench/sleep.py --kernels on``, no learned experts); ``on``
+    still takes them there, the chunked loss for its memory."""
+    on = setting == "on" or (setting == "auto" and device == "cuda")
+    return on, on
 
 
 def _fuse_experts(layer) -> None:

@@ -20,8 +20,9 @@ pytestmark = pytest.mark.slow
 # (written back as an F32 GGUF it gives torch's logits within 2e-6), so what is
 # left is llama.cpp computing with Q4_1 weights: every activation row is rounded
 # to 8 bits before each product, over 30 layers. Measured 4.5% of the largest
-# logit on this prompt (KL 0.02 nats); the bound is 6e-2.
-STARTER_TOLERANCE = 6e-2
+# logit on this prompt (KL 0.02 nats) with earlier llama-cpp-python builds and 7.0%
+# with 0.3.36, whose quantized products round differently; the bound is 8e-2.
+STARTER_TOLERANCE = 8e-2
 
 
 def test_a_fresh_home_chats_on_the_starter_with_no_other_step(home: Path) -> None:

@@ -127,6 +127,27 @@ def test_mlx_chunked_loss_matches_the_torch_reference(shape):
 
 
 @pytest.mark.skipif(not HAS_MLX, reason="mlx is not installed")
+def test_mlx_chunked_loss_and_its_gradient_never_hold_the_full_logits():
+    import mlx.core as mx
+
+    from assistant.kernels import mlx_ops
+
+    rows, width, vocabulary = 128, 32, 8192
+    hidden, weight, token_ids, teacher = _distillation_case(rows, width, vocabulary, 8, seed=3)
+    weight, teacher = mx.array(weight.numpy()), mx.array(teacher.numpy())
+    ids = mx.array(token_ids.numpy().astype(np.int32))
+    hidden = mx.array(hidden.numpy())
+    mx.eval(hidden, weight, ids, teacher)
+    step = mx.value_and_grad(lambda h: mlx_ops.topk_kl(h, weight, ids, teacher, 4))
+    mx.reset_peak_memory()
+    before = mx.get_active_memory()
+    mx.eval(step(hidden))
+    # A few arrays of one chunk (4 of 128 rows) at a time, not of every chunk.
+    full_logits = rows * vocabulary * 4
+    assert mx.get_peak_memory() - before < full_logits / 4
+
+
+@pytest.mark.skipif(not HAS_MLX, reason="mlx is not installed")
 @pytest.mark.parametrize("shape", LORA_SHAPES)
 def test_mlx_fused_lora_experts_match_the_torch_reference(shape):
     import mlx.core as mx

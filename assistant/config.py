@@ -21,7 +21,7 @@ class Config:
     sleep_learning_rate: float = 1e-3
     sleep_rank: int = 16
     sleep_backend: str = "auto"  # auto|torch|mlx: auto is MLX on Apple silicon, torch elsewhere
-    sleep_kernels: str = "auto"  # auto|on|off: our fused kernels; auto is on where measured faster
+    sleep_kernels: str = "auto"  # auto|on|off: our fused kernels; auto: on with CUDA
     sleep_max_answer_tokens: int = 48
     sleep_anchors: int = 64  # shipped general prompts per night (plus earlier nights' probes)
     sleep_negatives: int = 32  # questions about things never told, a quarter held out

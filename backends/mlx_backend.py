@@ -242,8 +242,8 @@ class MlxBackend:
         token_ids = mx.array(np.concatenate([lesson.targets.token_ids for lesson in lessons]))
         teacher = mx.array(np.concatenate([lesson.targets.logprobs for lesson in lessons]))
         loss = mlx_ops.topk_kl if self.kernels else mlx_ops.topk_kl_reference
-        picked = hidden[mx.array(rows), mx.array(positions)]
-        return loss(picked, self._output_matrix(), token_ids.astype(mx.int32), teacher)
+        answer_hidden = hidden[mx.array(rows), mx.array(positions)]
+        return loss(answer_hidden, self._output_matrix(), token_ids.astype(mx.int32), teacher)
 
     def _mean_kl(self, lessons: Sequence[Lesson]):
         return self._kl_sum(lessons) / sum(len(lesson.answer) for lesson in lessons)

@@ -298,10 +298,12 @@ class TorchBackend:
 
 
 def use_kernels(setting: str, device: str) -> tuple[bool, bool]:
-    """(fused experts, chunked loss) for ``sleep_kernels``. ``auto`` is on with CUDA (Triton)
-    and off on the CPU, where a starter-shaped night measured 1.12x slower with the fused
-    experts and 1.20x with both (``bench/sleep.py --kernels on``, no learned experts); ``on``
-    still takes them there, the chunked loss for its memory."""
+    """(fused experts, chunked loss) for ``sleep_kernels``.
+
+    ``auto`` is on with CUDA (Triton; not yet timed on a GPU) and off on the CPU, where a
+    starter-shaped night measured 1.12x slower with the fused experts and 1.20x with both
+    (``bench/sleep.py --kernels on``, no learned experts); ``on`` still takes them there, the
+    chunked loss for its memory."""
     on = setting == "on" or (setting == "auto" and device == "cuda")
     return on, on
 
@@ -317,6 +319,8 @@ def _fuse_experts(layer) -> None:
     import torch.nn.functional as F
 
     names = [name for name in layer.active_adapters if name in layer.lora_A]
+    if any(layer.use_dora[name] or layer.lora_bias[name] for name in names):
+        return  # DoRA and LoRA biases add terms of PEFT's own: its forward keeps the layer
     learned = [name for name in names if name != NEW]
     rank = max(layer.r[name] for name in names)
 
@@ -334,17 +338,17 @@ def _fuse_experts(layer) -> None:
     frozen = [stack(a_of), stack(b_of)]
     trainable = len(learned) if NEW in names else None
     base_layer = layer.base_layer
+    gates_by_scales = {}  # on the device once per set of scales: no host copy at each call
 
     def forward(x, *args, **kwargs):
         a, b = frozen
         if trainable is not None:
             a = torch.cat([a, a_of(NEW)[None]])
             b = torch.cat([b, b_of(NEW)[None]])
-        gates = torch.tensor(
-            [layer.scaling[name] for name in [*learned, NEW][: len(a)]],
-            dtype=x.dtype,
-            device=x.device,
-        )
+        scales = tuple(layer.scaling[name] for name in [*learned, NEW][: len(a)])
+        if scales not in gates_by_scales:
+            gates_by_scales[scales] = torch.tensor(scales, dtype=x.dtype, device=x.device)
+        gates = gates_by_scales[scales]
         update = lora_experts(x.reshape(-1, x.shape[-1]), a, b, gates, trainable)
         return base_layer(x, *args, **kwargs) + update.reshape(*x.shape[:-1], -1)
 

@@ -8,10 +8,10 @@ machines have no Metal to run and test one on.
 
 from __future__ import annotations
 
-import math
-
 import mlx.core as mx
 import numpy as np
+
+from assistant.kernels import default_rows_per_chunk
 
 
 def lora_experts(x: mx.array, a: mx.array, b: mx.array, gates: mx.array) -> mx.array:
@@ -48,8 +48,7 @@ def topk_kl(
     """The summed KL from the teacher's renormalised top-k to ``softmax(hidden @ weight.T)``,
     a chunk of rows at a time; its gradient flows to ``hidden`` (the output matrix is frozen)."""
     if rows_per_chunk is None:
-        rows, width = hidden.shape
-        rows_per_chunk = 1 << max(0, math.ceil(math.log2(max(1, rows * width // weight.shape[0]))))
+        rows_per_chunk = default_rows_per_chunk(*hidden.shape, weight.shape[0])
     teacher = teacher_logprobs - mx.logsumexp(teacher_logprobs, axis=-1, keepdims=True)
     return _chunked(weight, rows_per_chunk)(hidden, token_ids, teacher)[0]
 

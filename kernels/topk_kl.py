@@ -16,11 +16,9 @@ kernel (``triton_topk_kl``), elsewhere torch operations.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from assistant.kernels import triton_available
+from assistant.kernels import default_rows_per_chunk, triton_available
 
 
 def topk_kl_reference(
@@ -59,11 +57,6 @@ def topk_kl(
     return _TopkKl.apply(
         hidden, weight, token_ids, teacher_logprobs, rows_per_chunk, use_triton, wanted
     )
-
-
-def default_rows_per_chunk(rows: int, width: int, vocabulary: int) -> int:
-    """A power of two of rows whose logits are about as large as all the hidden states."""
-    return 1 << max(0, math.ceil(math.log2(max(1, rows * width // vocabulary))))
 
 
 def _loss_and_logit_grad(z, token_ids, teacher, want_grad: bool, use_triton: bool):

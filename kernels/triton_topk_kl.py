@@ -2,7 +2,8 @@
 
 One program per row: a first pass over the vocabulary finds the row's logsumexp (online, in
 fp32), the teacher's k tokens are read from the row, and, when a gradient is wanted, a second
-pass overwrites the logits with ``softmax(z)`` and subtracts the teacher's ``p`` at its tokens.
+pass overwrites the logits with ``softmax(z)`` and subtracts the teacher's ``p`` at its tokens
+(which are distinct, being a top-k: each is written once).
 The two vocabulary-wide products around it (logits in, ``d hidden`` out) stay cuBLAS matmuls.
 
 Tested on the CPU under ``TRITON_INTERPRET=1``; compiled for the GPU otherwise. Imported only
@@ -73,5 +74,8 @@ def loss_and_logit_grad_kernel(
             inside = start + lanes < vocabulary
             z = tl.load(z_row + start + lanes, mask=inside, other=0.0)
             tl.store(z_row + start + lanes, tl.exp(z - lse), mask=inside)
+        # The row's softmax was written by all the program's threads: wait for all of them
+        # before reading it back at the teacher's tokens (a no-op when interpreted).
+        tl.debug_barrier()
         softmax_at_ids = tl.load(z_row + ids, mask=taken, other=0.0)
         tl.store(z_row + ids, softmax_at_ids - p, mask=taken)

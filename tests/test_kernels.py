@@ -246,3 +246,21 @@ def test_a_backend_trains_alike_with_kernels_on_and_off(tmp_path, tiny_llama, ba
         losses[kernels] = [backend.train_step(lessons, 1e-2) for _ in range(5)]
     assert losses["on"][-1] < losses["on"][0]
     assert relative(losses["on"], losses["off"]) < 1e-4
+
+
+@pytest.mark.parametrize("options", [{"use_dora": True}, {"lora_bias": True}])
+def test_layers_with_terms_of_peft_s_own_are_not_fused(options):
+    from peft import LoraConfig
+    from peft.tuners.lora.layer import Linear
+
+    from assistant.backends.torch_backend import NEW, _fuse_experts
+
+    def lora_layer(**more):
+        config = LoraConfig(r=2, lora_alpha=4, **more)
+        return Linear(torch.nn.Linear(8, 6), NEW, config, r=2, lora_alpha=4, **more)
+
+    layer, plain = lora_layer(**options), lora_layer()
+    _fuse_experts(layer)
+    _fuse_experts(plain)
+    assert "forward" not in vars(layer)  # PEFT's own forward, with its DoRA or bias term
+    assert "forward" in vars(plain)

@@ -136,13 +136,11 @@ def bench_mlx(args) -> dict:
         return lambda: mx.eval(step(*inputs))
 
     rows = args.rows // 8
-    k1, k2, k3, k4 = mx.random.split(mx.random.key(0), 4)
-    hidden = mx.random.normal((rows, args.width), key=k1)
-    weight = mx.random.normal((args.vocabulary, args.width), key=k2) * args.width**-0.5
-    token_ids = mx.random.randint(0, args.vocabulary, (rows, 32), key=k3)
-    scores = mx.random.normal((rows, 32), key=k4)
-    teacher = scores - mx.logsumexp(scores, axis=-1, keepdims=True)
-    mx.eval(hidden, weight, token_ids, teacher)
+    hidden, weight, token_ids, teacher = (
+        mx.array(tensor.detach().numpy())
+        for tensor in _loss_inputs(rows, args.width, args.vocabulary, "cpu")
+    )
+    token_ids = token_ids.astype(mx.int32)
     memory, seconds = {}, {}
     for variant, loss in (("full_logits", mlx_ops.topk_kl_reference), ("chunked", mlx_ops.topk_kl)):
         run = gradient(loss, 0, hidden, weight, token_ids, teacher)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from assistant.kernels import triton_available
+from assistant.kernels.shared import triton_available
 
 
 def lora_experts_reference(

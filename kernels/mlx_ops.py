@@ -11,7 +11,7 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 
-from assistant.kernels import default_rows_per_chunk
+from assistant.kernels.shared import default_rows_per_chunk
 
 
 def lora_experts(x: mx.array, a: mx.array, b: mx.array, gates: mx.array) -> mx.array:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from assistant.kernels import default_rows_per_chunk, triton_available
+from assistant.kernels.shared import default_rows_per_chunk, triton_available
 
 
 def topk_kl_reference(

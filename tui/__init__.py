@@ -1,1 +1,0 @@
-"""The Textual terminal app: chat screen, conversation list, status bar, first-run screen."""

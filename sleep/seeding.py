@@ -186,12 +186,14 @@ class KnowledgeSeeding:
             deadline,
         )
 
-        def evaluate(step: int) -> bool:
-            """Held-out recall of the expert so far (the best one is kept), fresh on-policy
-            samples; True to stop: learned, or the anchors running away."""
+        def evaluate(step: int, last: bool = False) -> bool:
+            """Held-out recall of the expert so far (the best one is kept), and fresh on-policy
+            samples for the steps that follow, if any; True to stop: learned, or the anchors
+            running away."""
             with self.candidate():
                 recall = verify.share(verify.recalled(self.closed_book, night.held_out)) or 0.0
-                pools.samples[:] = night.samples = self._samples(step)
+                if not last and step < settings.max_steps:
+                    pools.samples[:] = night.samples = self._samples(step)
             drift = self._anchor_drift()
             self.hooks.progress(
                 f"N3 training: step {step}, held-out recall {recall:.0%}, anchor drift {drift:.3f}"
@@ -207,7 +209,7 @@ class KnowledgeSeeding:
             self.backend, pools, schedule, start_step=started, on_step=on_step, evaluate=evaluate
         )
         if steps > started and steps % settings.evaluate_every:
-            evaluate(steps)  # the last stretch, cut short by the step limit or the deadline
+            evaluate(steps, last=True)  # the last stretch, cut short by the limit or deadline
         if night.best and night.best_step != steps:
             self.backend.restore_training_state(night.best)
             self.hooks.progress(f"N3 training: keeping the expert of step {night.best_step}")

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from assistant.store import keys
 from tests.tiny_models import build_lora, build_model
 
 TEST_PASSPHRASE = "correct horse battery staple"
+PRODUCT_SCRYPT_PARAMS = dict(keys.SCRYPT_PARAMS)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
@@ -28,6 +30,27 @@ MLX_NIGHTS = pytest.mark.skipif(
     not _mlx_has_a_gpu(),
     reason="MLX has no GPU here; its CPU device trains about 30x slower than torch",
 )
+
+
+# The product derives a passphrase key with scrypt at n=2**17 (0.3 s and 128 MiB here), at
+# every unlock: every CLI call and Runtime of the suite, hundreds of them. Stores made by the
+# tests use this cheap cost instead; it is stored per database, as a store from an older
+# version keeps its own, so a subprocess opening such a store derives cheaply too. The tests
+# of the cost itself ask for `product_key_derivation`.
+TEST_SCRYPT_PARAMS = {"n": 2**10, "r": 8, "p": 1}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def fast_key_derivation():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(keys, "SCRYPT_PARAMS", TEST_SCRYPT_PARAMS)
+        yield
+
+
+@pytest.fixture
+def product_key_derivation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The product's scrypt cost for new keys, for the tests that check it."""
+    monkeypatch.setattr(keys, "SCRYPT_PARAMS", PRODUCT_SCRYPT_PARAMS)
 
 
 @pytest.fixture
@@ -57,6 +80,15 @@ def starter_hf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from assistant.models.starter import starter_gguf
 
     return dequantize_to_hf(starter_gguf(), tmp_path_factory.mktemp("starter") / "hf")
+
+
+@pytest.fixture
+def starter_training_copy(home: Path, starter_hf: Path) -> None:
+    """``home`` starts with the starter's training copy made, linked from the session's one,
+    for tests whose homes train on the starter (tests/nights.py)."""
+    from tests.nights import link_training_copy
+
+    link_training_copy(home, starter_hf)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from assistant.backends import choice
 from assistant.cli import cli
 from assistant.errors import AssistantError
-from tests.test_sleep import SHORT_NIGHT, _configure, _db
+from tests import nights
 
 THIS_MACHINE = (sys.platform, platform.machine())
 APPLE_SILICON, INTEL_MAC, LINUX = ("darwin", "arm64"), ("darwin", "x86_64"), ("linux", "x86_64")
@@ -124,7 +124,7 @@ def test_doctor_says_what_the_configs_sleep_backend_gets(
     doctor = CliRunner().invoke(cli, ["doctor"])
     assert doctor.exit_code == 0, doctor.output
     assert "sleep uses: mlx (sleep_backend auto)" in doctor.output.splitlines()
-    _configure(home, {"sleep_backend": "torch"})  # what a night reads, not auto's pick
+    nights.configure(home, {"sleep_backend": "torch"})  # what a night reads, not auto's pick
     doctor = CliRunner().invoke(cli, ["doctor"])
     assert doctor.exit_code == 0, doctor.output
     assert (
@@ -177,7 +177,7 @@ def test_without_torch_sleep_trains_with_mlx_on_a_gguf_models_torch_free_copy(
     gguf_path = convert_to_gguf(tiny_llama, tmp_path / "tiny.gguf", "tiny")
     added = CliRunner().invoke(cli, ["model", "add", str(gguf_path), "--name", "tiny"])
     assert added.exit_code == 0, added.output
-    _configure(home, SHORT_NIGHT)
+    nights.configure(home, nights.SHORT_NIGHT)
     _tell("My goldfish is called Zorblax-4417.")
     # Out of budget at once: the night stops in N3 right after the backend has loaded.
     night = _assistant_without(
@@ -188,7 +188,7 @@ def test_without_torch_sleep_trains_with_mlx_on_a_gguf_models_torch_free_copy(
     report = json.loads(night.stdout)
     assert report["backend"].startswith("mlx/") and report["outcome"] == "interrupted"
     # The training copy of the GGUF file was made without torch, for MLX to load.
-    with _db(home) as conn:
+    with nights.db(home) as conn:
         (training_copy,) = conn.execute("SELECT hf_dir FROM models").fetchone()
     assert (Path(training_copy) / "model.safetensors").is_file()
 
@@ -206,7 +206,7 @@ def test_with_no_backend_sleep_says_exactly_what_to_install_and_changes_nothing(
         "Error: No training backend is installed, so the assistant cannot sleep.",
         f"Hint: {install or 'pip install torch peft'}",
     ]
-    with _db(model_home) as conn:  # no night began: nothing sealed off, nothing to redo
+    with nights.db(model_home) as conn:  # no night began: nothing sealed off, nothing to redo
         assert conn.execute("SELECT count(*) FROM sleeps").fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM turns").fetchone() == (2,)
     doctor = _assistant_without("torch,peft,mlx,mlx_lm", "doctor")
@@ -230,6 +230,6 @@ def test_a_device_the_backend_has_no_word_for_is_refused_before_the_night(
     night = CliRunner().invoke(cli, ["sleep", "--now", "--backend", "torch", "--device", "gpu"])
     assert night.exit_code == 1
     assert "torch training backend has no device 'gpu'" in night.output
-    with _db(model_home) as conn:  # refused before N1: nothing sealed off, nothing to redo
+    with nights.db(model_home) as conn:  # refused before N1: nothing sealed off, nothing to redo
         assert conn.execute("SELECT count(*) FROM sleeps").fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM turns").fetchone() == (2,)

@@ -88,10 +88,11 @@ def test_held_out_phrasings_never_occur_in_training(training_text):
 
 def test_held_out_values_never_occur_in_training(training_text):
     rng = random.Random(1)
-    for pool in POOLS:
-        for _ in range(60):
-            value = draw_value(pool, rng, "held_out").lower()
-            assert not re.search(rf"\b{re.escape(value)}\b", training_text), (pool, value)
+    drawn = {draw_value(pool, rng, "held_out").lower(): pool for pool in POOLS for _ in range(60)}
+    # One pass over the text for all of them (a pass per value took 27 s).
+    any_value = re.compile(rf"\b(?:{'|'.join(map(re.escape, drawn))})\b")
+    found = {match.group(0) for match in any_value.finditer(training_text)}
+    assert not found, [(drawn[value], value) for value in found]
 
 
 def test_training_statements_vary_the_words_around_a_fact_and_held_out_ones_do_not():

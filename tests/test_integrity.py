@@ -158,7 +158,9 @@ def test_a_key_file_of_the_wrong_size_is_refused_with_its_message(tmp_path, size
     assert "backup" in caught.value.hint
 
 
-def test_new_passphrase_stores_use_scrypt_2_17_and_old_2_15_stores_still_open(runtime, tmp_path):
+def test_new_passphrase_stores_use_scrypt_2_17_and_old_2_15_stores_still_open(
+    product_key_derivation, runtime, tmp_path
+):
     runtime.memory  # noqa: B018 - first use creates the key
     kdf = json.loads(runtime.database.get_meta("kdf"))
     assert (kdf["name"], kdf["n"], kdf["r"], kdf["p"]) == ("scrypt", 2**17, 8, 1)

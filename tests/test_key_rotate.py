@@ -62,7 +62,7 @@ def _new_passphrase(new: bool) -> str:
     return NEW_PASSPHRASE
 
 
-def test_rotating_a_passphrase_store(runtime, monkeypatch):
+def test_rotating_a_passphrase_store(product_key_derivation, runtime, monkeypatch):
     records = _fill(runtime)
     old_key = unlock(runtime.database, runtime.paths.key_file)
     rotate_master_key(runtime.database, runtime.paths.key_file, _new_passphrase)

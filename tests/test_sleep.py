@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -35,9 +34,8 @@ from assistant.sleep.probes import (
 )
 from assistant.sleep.verify import Checks, Thresholds, check, judge
 from assistant.store.memory import Turn
+from tests import nights
 from tests.conftest import plaintext_expert_files
-
-CANARIES = ("My goldfish is called Zorblax-4417.", "I live in Quixotic Harbour 9921.")
 
 
 def _turn(i: int, role: str, text: str) -> Turn:
@@ -176,76 +174,23 @@ def test_a_hard_lesson_puts_all_the_probability_on_its_answer() -> None:
     assert np.allclose(probabilities, 1.0)
 
 
-# -- the runner on a real (tiny) model ---------------------------------------------------------
-def _configure(home: Path, settings: dict) -> None:
-    (home / "config").mkdir(parents=True, exist_ok=True)
-    (home / "config" / "config.json").write_text(json.dumps(settings))
-
-
-def _tell(*messages: str) -> None:
-    for message in messages:
-        result = CliRunner().invoke(cli, ["chat", "--once", message])
-        assert result.exit_code == 0, result.output
-
-
-def _db(home: Path) -> sqlite3.Connection:
-    return sqlite3.connect(home / "data" / "assistant.db")
-
-
-def _count(home: Path, table: str) -> int:
-    with _db(home) as conn:
-        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-
-
-def _sleep_cli(*args: str) -> dict:
-    result = CliRunner().invoke(cli, ["sleep", "--now", "--json", *args])
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
-def _files_mentioning(root: Path, needles: tuple[str, ...]) -> list[str]:
-    return [
-        str(path)
-        for path in root.rglob("*")
-        if path.is_file() and any(n.encode() in path.read_bytes() for n in needles)
-    ]
-
-
-# -- the runner: machinery on a short night of the starter ---------------------------------------
-# These tests are about what is kept, committed, shredded and left behind, so their nights are
-# short and their gates open; the gates themselves are tested on real nights in
-# tests/test_sleep_quality.py.
-SHORT_NIGHT = {
-    "sleep_steps": 6,
-    "sleep_evaluate_every": 6,
-    "sleep_anchors": 4,
-    "sleep_negatives": 4,
-    "sleep_max_answer_tokens": 32,
-}
-GATES_OPEN = {
-    **SHORT_NIGHT,
-    "sleep_min_recall": 0.0,
-    "sleep_min_retention": 0.0,
-    "sleep_max_leak": 1.0,
-    "sleep_max_anchor_divergence": 1e9,
-}
-
-
+# -- the runner: short nights of the starter (tests/nights.py), or of the tiny random Llama ------
 @pytest.mark.slow
+@pytest.mark.usefixtures("starter_training_copy")
 def test_sleep_commits_the_expert_then_shreds_the_logs(home: Path) -> None:
     from assistant.backends.protocol import LearnedExpert
     from assistant.backends.torch_backend import TorchBackend
     from assistant.runtime import Runtime
     from tests.test_starter import STARTER_TOLERANCE
 
-    _configure(home, GATES_OPEN)
-    _tell(*CANARIES)
-    report = _sleep_cli()
+    nights.configure(home, nights.GATES_OPEN)
+    nights.tell(*nights.CANARIES)
+    report = nights.sleep_now()
     assert report["outcome"] == "consolidated" and report["backend"] == "torch/cpu"
     assert report["turns"] == 4 and report["expert_id"] == 1 and report["train_steps"] == 6
     assert report["probes"] > 0 and report["held_out"] > 0 and report["anchors"] > 0
-    assert _count(home, "turns") == 0 and _count(home, "epochs") == 0
-    assert _files_mentioning(home, ("Zorblax", "Quixotic")) == []
+    assert nights.count(home, "turns") == 0 and nights.count(home, "epochs") == 0
+    assert nights.files_mentioning(home, ("Zorblax", "Quixotic")) == []
 
     runtime = Runtime()
     model = runtime.require_model()
@@ -274,18 +219,18 @@ def test_sleep_commits_the_expert_then_shreds_the_logs(home: Path) -> None:
     kept = earlier_probes(runtime, runtime.experts.active(runtime.require_model().name))
     runtime.database.close()
     assert all(probe.note == "" and probe.values for probe in kept)
-    _tell("My bicycle is called Zephyrine.")
-    second = _sleep_cli()
+    nights.tell("My bicycle is called Zephyrine.")
+    second = nights.sleep_now()
     assert second["outcome"] == "consolidated"
     assert (second["retention"] is None) == (not kept)
 
 
 @pytest.mark.slow
 def test_a_day_of_small_talk_commits_nothing_and_shreds_its_logs(home: Path) -> None:
-    _tell("Hello!", "Thanks, that helps.", "What is the capital of France?")
-    report = _sleep_cli()
+    nights.tell("Hello!", "Thanks, that helps.", "What is the capital of France?")
+    report = nights.sleep_now()
     assert report["outcome"] == "nothing new" and report["expert_id"] is None
-    assert _count(home, "turns") == 0 and _count(home, "experts") == 0
+    assert nights.count(home, "turns") == 0 and nights.count(home, "experts") == 0
     status = CliRunner().invoke(cli, ["sleep", "status"])
     assert "nothing that needed learning" in status.stdout
 
@@ -296,23 +241,23 @@ def test_notes_the_model_cannot_answer_from_are_kept_for_another_night(
 ) -> None:
     # The tiny random model answers noise: no question about the notes gets an answer
     # that names anything from them, so there is nothing to learn or check.
-    _configure(model_home, SHORT_NIGHT)
-    _tell(*CANARIES)
-    report = _sleep_cli()
+    nights.configure(model_home, nights.SHORT_NIGHT)
+    nights.tell(*nights.CANARIES)
+    report = nights.sleep_now()
     assert report["outcome"] == "kept" and report["train_steps"] == 0
     assert "no question about your messages" in report["reason"]
-    assert _count(model_home, "turns") == 4 and _count(model_home, "experts") == 0
+    assert nights.count(model_home, "turns") == 4 and nights.count(model_home, "experts") == 0
     assert list((model_home / "data" / "experts").iterdir()) == []
     status = CliRunner().invoke(cli, ["sleep", "status"])
     assert "kept your 4 messages" in status.stdout and "Messages waiting" in status.stdout
 
 
 def test_a_night_out_of_budget_pauses_and_keeps_every_turn(model_home: Path) -> None:
-    _configure(model_home, SHORT_NIGHT)
-    _tell(*CANARIES)
-    report = _sleep_cli("--budget-minutes", "0")
+    nights.configure(model_home, nights.SHORT_NIGHT)
+    nights.tell(*nights.CANARIES)
+    report = nights.sleep_now("--budget-minutes", "0")
     assert (report["outcome"], report["reason"]) == ("interrupted", "its time budget ran out")
-    assert _count(model_home, "turns") == 4 and _count(model_home, "experts") == 0
+    assert nights.count(model_home, "turns") == 4 and nights.count(model_home, "experts") == 0
 
 
 def _sleep_process(home: Path, crash_at: str | None = None) -> subprocess.CompletedProcess:
@@ -341,41 +286,42 @@ def test_a_second_sleep_refuses_while_one_runs(model_home: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("starter_training_copy")
 @pytest.mark.parametrize("point", ["probes", "verified", "shredding"])
 def test_a_killed_sleep_resumes_without_loss_or_leftovers(home: Path, point: str) -> None:
     from assistant.runtime import Runtime
 
-    _configure(home, GATES_OPEN)
-    _tell(CANARIES[0])
+    nights.configure(home, nights.GATES_OPEN)
+    nights.tell(nights.CANARIES[0])
     Runtime().memory.seal_epoch()  # two epochs, so a kill can land between their deletions
-    _tell(CANARIES[1])
+    nights.tell(nights.CANARIES[1])
 
     killed = _sleep_process(home, crash_at=point)
     assert killed.returncode == -9, killed.stderr
-    committed = _count(home, "experts")
+    committed = nights.count(home, "experts")
     assert committed == (1 if point == "shredding" else 0)
     if not committed:
-        assert _count(home, "turns") == 4  # nothing is deleted before the commit
+        assert nights.count(home, "turns") == 4  # nothing is deleted before the commit
     else:
-        assert _count(home, "turns") == 2  # killed between the two epochs' deletions
+        assert nights.count(home, "turns") == 2  # killed between the two epochs' deletions
 
     finished = _sleep_process(home)
     assert finished.returncode == 0, finished.stderr
     assert json.loads(finished.stdout)["outcome"] == "consolidated"
-    with _db(home) as conn:
+    with nights.db(home) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         experts = [Path(row[0]).name for row in conn.execute("SELECT directory FROM experts")]
         stages = {row[0] for row in conn.execute("SELECT stage FROM sleeps")}
     assert len(experts) == 1 and stages == {"done"}
-    assert _count(home, "turns") == 0 and _count(home, "epochs") == 0
+    assert nights.count(home, "turns") == 0 and nights.count(home, "epochs") == 0
     assert sorted(p.name for p in (home / "data" / "experts").iterdir()) == experts
-    assert _files_mentioning(home, ("Zorblax", "Quixotic")) == []
+    assert nights.files_mentioning(home, ("Zorblax", "Quixotic")) == []
 
 
 def test_kept_probes_never_keep_the_note(runtime) -> None:
     from assistant.sleep.wake import _probe, seal_probes
 
-    told = Probe("Who is Ramona?", CANARIES[0], "Your sister.", ("sister",))
+    told = Probe("Who is Ramona?", nights.CANARIES[0], "Your sister.", ("sister",))
     sealed = seal_probes(runtime, "expert-probes:1", [told])
     (kept,) = json.loads(runtime.memory.unseal("expert-probes:1", sealed))
     assert _probe(kept) == Probe("Who is Ramona?", "", "Your sister.", ("sister",))

@@ -8,6 +8,7 @@ conversation after the night, when the notes are gone, so the answer is closed-b
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import sqlite3
@@ -21,6 +22,7 @@ from assistant.recall.benchmark import is_correct, mentions
 from assistant.recall.corpus import Fact, new_fact, question, statement
 from assistant.recall.facts import SLOTS
 from assistant.recall.world import WORLD_QUESTIONS
+from tests import nights
 from tests.conftest import MLX_NIGHTS
 
 pytestmark = pytest.mark.slow
@@ -31,6 +33,12 @@ SPLIT = "held_out"
 NOT_YET = pytest.mark.xfail(
     strict=True, reason="sleep on the starter does not yet reach 0.8 held-out recall"
 )
+# While it fails, its nights are the smallest plan that still meets every gate: 60 steps, the
+# learning rate decaying to zero over them, checked every 20. Measured on the starter, held-out
+# recall peaks by step 40-60 and 300 steps add nothing (issue 33: best 0.67 at step 40 of 300),
+# so the failing night ends at its first gate in minutes, not at its 15-minute budget. The day
+# this test passes, the night runs with the product's settings.
+FAILING_NIGHT = {"sleep_steps": 60, "sleep_evaluate_every": 20}
 
 
 def _chat(message: str) -> str:
@@ -66,14 +74,16 @@ def _recalled(facts: list[Fact], told: list[Fact], rng: random.Random) -> list[b
     ]
 
 
+@pytest.mark.usefixtures("starter_training_copy")
 @NOT_YET
 @pytest.mark.parametrize("backend", ["torch", pytest.param("mlx", marks=MLX_NIGHTS)])
 def test_a_night_teaches_what_was_told_and_only_that(home: Path, backend: str) -> None:
     rng = random.Random(11)
     slots = list(SLOTS)
     rng.shuffle(slots)
-    world = [q for q in WORLD_QUESTIONS if any(mentions(_chat(q.question), a) for a in q.answers)]
-    world = world[:5]
+    nights.configure(home, FAILING_NIGHT)
+    known = (q for q in WORLD_QUESTIONS if any(mentions(_chat(q.question), a) for a in q.answers))
+    world = list(itertools.islice(known, 5))
     assert len(world) == 5  # the base model knows these
 
     first = [new_fact(slot, rng, SPLIT) for slot in slots[:10]]

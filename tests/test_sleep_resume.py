@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +25,9 @@ from assistant.sleep import lessons as night_lessons
 from assistant.sleep.checkpoint import TRAINING, Checkpoints, NightState, decode, encode
 from assistant.sleep.probes import Probe
 from assistant.sleep.state import SleepLog
+from tests import nights
 from tests.conftest import MLX_NIGHTS
 from tests.test_backend_torch import CONTINUATIONS, PREFIX
-from tests.test_sleep import GATES_OPEN, _configure, _db
 
 CANARY = "Zorblax-4417"
 
@@ -250,7 +249,7 @@ def test_training_stops_when_the_evaluation_says_it_has_learned(tiny_llama) -> N
 
 # -- a whole night, unplugged and resumed --------------------------------------------------
 CHARGER_SETTINGS = {
-    **GATES_OPEN,
+    **nights.GATES_OPEN,
     "sleep_window": "00:00-00:00",  # all day
     "sleep_min_idle_minutes": 0,
     "sleep_min_turns": 1,
@@ -285,10 +284,10 @@ def _cli_ok(*args: str) -> str:
 
 def _tell_two_facts(home: Path, settings: dict, twin: Path) -> None:
     """Configure, tell two facts, and copy the home to ``twin`` for an uninterrupted run."""
-    _configure(home, settings)
+    nights.configure(home, settings)
     for message in (f"My goldfish is called {CANARY}.", "My sister lives in Lisbon."):
         _cli_ok("chat", "--once", message)
-    shutil.copytree(home, twin)
+    nights.copy_home(home, twin)
 
 
 def _tell_and_unplug_mid_sleep(home: Path, tmp_path: Path, cut_at: str, backend: str = "auto"):
@@ -315,7 +314,7 @@ def _tell_and_unplug_mid_sleep(home: Path, tmp_path: Path, cut_at: str, backend:
 
     line = sleep_if_due(Runtime(), sensors, unplug)
     assert line == "sleep 1: interrupted (the power was unplugged)"
-    with _db(home) as conn:
+    with nights.db(home) as conn:
         assert conn.execute("SELECT stage, outcome FROM sleeps").fetchall() == [
             ("paused", "interrupted")
         ]
@@ -324,6 +323,7 @@ def _tell_and_unplug_mid_sleep(home: Path, tmp_path: Path, cut_at: str, backend:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("starter_training_copy")
 @pytest.mark.parametrize("backend", ["torch", pytest.param("mlx", marks=MLX_NIGHTS)])
 def test_unplugging_mid_sleep_pauses_and_the_next_auto_sleep_resumes(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
@@ -364,7 +364,7 @@ def test_unplugging_mid_sleep_pauses_and_the_next_auto_sleep_resumes(
     for name, weight in ours.items():
         assert np.allclose(weight, theirs[name], atol=1e-6), name
     assert max(np.abs(w).max() for n, w in ours.items() if "lora_B" in n) > 0  # it trained
-    with _db(home) as conn:  # one night, one expert; the new message still waits
+    with nights.db(home) as conn:  # one night, one expert; the new message still waits
         assert conn.execute("SELECT id, stage, outcome FROM sleeps").fetchall() == [
             (1, "done", "consolidated")
         ]
@@ -375,6 +375,7 @@ def test_unplugging_mid_sleep_pauses_and_the_next_auto_sleep_resumes(
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("starter_training_copy")
 def test_a_checkpoint_on_other_experts_is_dropped_and_the_night_starts_over(
     home: Path, tmp_path: Path
 ) -> None:
@@ -382,7 +383,7 @@ def test_a_checkpoint_on_other_experts_is_dropped_and_the_night_starts_over(
 
     model_home = home
     _tell_and_unplug_mid_sleep(model_home, tmp_path, "N3 probes")
-    with _db(model_home) as conn:
+    with nights.db(model_home) as conn:
         (training_copy,) = conn.execute("SELECT hf_dir FROM models").fetchone()
     adapter = build_lora(Path(training_copy), tmp_path / "adapter", rank=4, alpha=8, seed=5)
     _cli_ok("adapters", "import", str(adapter))
@@ -390,7 +391,7 @@ def test_a_checkpoint_on_other_experts_is_dropped_and_the_night_starts_over(
     assert result.exit_code == 0, result.output
     assert "sleep 1 cannot resume (the model or its experts changed)" in result.stderr
     assert json.loads(result.stdout)["outcome"] == "consolidated"
-    with _db(model_home) as conn:
+    with nights.db(model_home) as conn:
         assert conn.execute("SELECT id, stage, outcome FROM sleeps").fetchall() == [
             (1, "done", "abandoned"),
             (2, "done", "consolidated"),
@@ -400,6 +401,7 @@ def test_a_checkpoint_on_other_experts_is_dropped_and_the_night_starts_over(
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("starter_training_copy")
 def test_ctrl_c_pauses_a_sleep_now_instead_of_killing_it(home: Path) -> None:
     import os
     import signal
@@ -408,7 +410,7 @@ def test_ctrl_c_pauses_a_sleep_now_instead_of_killing_it(home: Path) -> None:
     import time
 
     model_home = home
-    _configure(model_home, {"sleep_steps": 100_000})
+    nights.configure(model_home, {"sleep_steps": 100_000})
     CliRunner().invoke(cli, ["chat", "--once", f"My goldfish is called {CANARY}."])
     process = subprocess.Popen(
         [sys.executable, "-m", "assistant", "sleep", "--now", "--json"],
@@ -418,7 +420,7 @@ def test_ctrl_c_pauses_a_sleep_now_instead_of_killing_it(home: Path) -> None:
         text=True,
     )
     try:
-        with _db(model_home) as conn:
+        with nights.db(model_home) as conn:
             while conn.execute("SELECT stage FROM sleeps").fetchall() != [("learning",)]:
                 assert process.poll() is None, process.stderr.read()
                 time.sleep(0.2)
@@ -435,12 +437,13 @@ def test_ctrl_c_pauses_a_sleep_now_instead_of_killing_it(home: Path) -> None:
         "you pressed Ctrl-C",
         True,
     )
-    with _db(model_home) as conn:
+    with nights.db(model_home) as conn:
         assert conn.execute("SELECT stage FROM sleeps").fetchall() == [("paused",)]
         assert conn.execute("SELECT count(*) FROM turns").fetchone() == (2,)
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("starter_training_copy")
 def test_a_night_killed_outright_resumes_from_its_last_periodic_checkpoint(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -470,7 +473,7 @@ def test_a_night_killed_outright_resumes_from_its_last_periodic_checkpoint(
     ours, theirs = _expert_weights(model_home), _expert_weights(twin)
     for name, weight in ours.items():
         assert np.allclose(weight, theirs[name], atol=1e-6), name
-    with _db(model_home) as conn:
+    with nights.db(model_home) as conn:
         assert conn.execute("SELECT id, stage, outcome FROM sleeps").fetchall() == [
             (1, "done", "consolidated")
         ]
@@ -481,9 +484,8 @@ def test_a_night_paused_under_another_backend_keeps_its_probes_and_retrains(
     model_home: Path,
 ) -> None:
     from assistant.runtime import Runtime
-    from tests.test_sleep import SHORT_NIGHT
 
-    _configure(model_home, SHORT_NIGHT)
+    nights.configure(model_home, nights.SHORT_NIGHT)
     runtime = Runtime()  # told straight to the memory: the tiny model's replies take long
     conversation = runtime.memory.new_conversation()
     for message in (f"My goldfish is called {CANARY}.", "My sister lives in Lisbon."):
@@ -531,7 +533,7 @@ def test_a_night_paused_under_another_backend_keeps_its_probes_and_retrains(
         night.held_out,
         night.notes_done,
     )
-    with _db(model_home) as conn:
+    with nights.db(model_home) as conn:
         assert conn.execute("SELECT id, stage, outcome FROM sleeps").fetchall() == [
             (1, "paused", "interrupted")
         ]

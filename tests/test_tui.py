@@ -109,16 +109,14 @@ async def test_bad_message_is_reported_and_not_stored(model_home):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("starter_training_copy")
 async def test_the_next_start_shows_the_night_report_once_and_loads_the_expert(home):
     # A short night of the starter with its gates open (see tests/test_sleep.py).
-    from click.testing import CliRunner
+    from tests import nights
 
-    from assistant.cli import cli
-    from tests.test_sleep import GATES_OPEN, _configure
-
-    _configure(home, GATES_OPEN)
-    for args in (["chat", "--once", "My cat is called Mittens."], ["sleep", "--now"]):
-        assert CliRunner().invoke(cli, args).exit_code == 0
+    nights.configure(home, nights.GATES_OPEN)
+    nights.tell("My cat is called Mittens.")
+    assert nights.sleep_now()["outcome"] == "consolidated"
 
     for first_start in (True, False):
         app = AssistantApp(Runtime())

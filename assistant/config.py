@@ -27,6 +27,7 @@ class Config:
     sleep_negatives: int = 32  # questions about things never told, a quarter held out
     sleep_evaluate_every: int = 20  # steps between held-out checks (and on-policy samples)
     sleep_stop_recall: float = 0.95  # held-out recall at which training stops
+    sleep_patience: int = 2  # checks without a better held-out recall before it stops; 0: none
     sleep_min_recall: float = 0.8
     sleep_min_retention: float = 0.9
     sleep_max_leak: float = 0.1

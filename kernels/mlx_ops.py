@@ -93,6 +93,6 @@ def _evaluated(chunk: mx.array) -> mx.array:
     Evaluating each chunk keeps one chunk's logits alive at a time, except under a gradient
     transform: there MLX keeps an evaluated array's inputs for the backward pass (measured:
     every chunk's intermediates, 4x the full logits' size). Through NumPy only the numbers
-    stay (``python bench/kernels.py``: peak 3.6 MiB instead of 241 MiB for one sequence).
+    stay (``python bench/kernel_speed.py``: peak 3.6 MiB instead of 241 MiB for one sequence).
     """
     return mx.array(np.array(chunk))

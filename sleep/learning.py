@@ -114,7 +114,7 @@ class Learning:
                 self.backend,
                 night,
                 self._settings(),
-                Hooks(self.progress, self._check_stop, self._checkpoint_if_due),
+                Hooks(self.progress, self._check_stop, self._checkpoint_if_due, self._checked),
                 read_config(hf_dir),
             )
             return self._seed_and_verify(seeding, notes, earlier)
@@ -179,6 +179,7 @@ class Learning:
             evaluate_every=config.sleep_evaluate_every,
             samples_per_evaluation=SAMPLES_PER_EVALUATION,
             stop_recall=config.sleep_stop_recall,
+            patience=config.sleep_patience,
             max_anchor_divergence=config.sleep_max_anchor_divergence,
             seed=self.seed,
         )
@@ -198,6 +199,11 @@ class Learning:
             raise SleepInterrupted(reason)
         if time.monotonic() >= self.deadline:
             raise SleepInterrupted("its time budget ran out")
+
+    def _checked(self, step: int, recall: float, drift: float) -> None:
+        self.report.checks.append(
+            {"step": step, "recall": round(recall, 4), "anchor_drift": round(drift, 5)}
+        )
 
     def _on_step(self, step: int, loss: float, tokens: int) -> None:
         self.night.step = step

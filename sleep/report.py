@@ -43,6 +43,8 @@ class SleepReport:
     leak: float | None = None
     retention: float | None = None
     anchor_divergence: float | None = None
+    # Each held-out check during training: {"step", "recall", "anchor_drift"}.
+    checks: list[dict] = field(default_factory=list)
     train_steps: int = 0
     train_tokens: int = 0
     final_loss: float | None = None

@@ -48,6 +48,7 @@ class SeedingSettings:
     evaluate_every: int
     samples_per_evaluation: int
     stop_recall: float  # held-out recall at which training stops
+    patience: int  # held-out checks without a better recall before training stops; 0: none
     max_anchor_divergence: float
     seed: int
 
@@ -55,11 +56,25 @@ class SeedingSettings:
 @dataclass(frozen=True)
 class Hooks:
     """What the runner lends the night: progress lines, the stop check (raises when the
-    night's conditions end) and the periodic checkpoint."""
+    night's conditions end), the periodic checkpoint, and where each held-out check during
+    training is told (step, recall, anchor drift)."""
 
     progress: Callable[[str], None]
     check_stop: Callable[[], None]
     checkpoint_if_due: Callable[[], None]
+    checked: Callable[[int, float, float], None]
+
+
+def training_is_done(
+    settings: SeedingSettings, step: int, recall: float, drift: float, best_step: int
+) -> bool:
+    """After a held-out check: the probes are learned, or recall has not improved for
+    ``patience`` checks (the best expert is kept), or the anchors are running away."""
+    stalled = settings.patience > 0 and (
+        step - best_step >= settings.patience * settings.evaluate_every
+    )
+    runaway = drift > RUNAWAY_DIVERGENCE * settings.max_anchor_divergence
+    return recall >= settings.stop_recall or stalled or runaway
 
 
 def export_expert(backend: Backend, hf_config: dict) -> tuple[PeftAdapter, bytes]:
@@ -188,21 +203,21 @@ class KnowledgeSeeding:
 
         def evaluate(step: int, last: bool = False) -> bool:
             """Held-out recall of the expert so far (the best one is kept), and fresh on-policy
-            samples for the steps that follow, if any; True to stop: learned, or the anchors
-            running away."""
+            samples for the steps that follow, if any; True to stop: learned, no better for
+            ``patience`` checks, or the anchors running away."""
             with self.candidate():
                 recall = verify.share(verify.recalled(self.closed_book, night.held_out)) or 0.0
                 if not last and step < settings.max_steps:
                     pools.samples[:] = night.samples = self._samples(step)
             drift = self._anchor_drift()
+            self.hooks.checked(step, recall, drift)
             self.hooks.progress(
                 f"N3 training: step {step}, held-out recall {recall:.0%}, anchor drift {drift:.3f}"
             )
             if recall > night.best_recall:
                 night.best_recall, night.best_step = recall, step
                 night.best = self.backend.training_state()
-            runaway = drift > RUNAWAY_DIVERGENCE * settings.max_anchor_divergence
-            return recall >= settings.stop_recall or runaway
+            return training_is_done(settings, step, recall, drift, night.best_step)
 
         started = night.step
         steps, loss = lessons.train(

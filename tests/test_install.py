@@ -35,3 +35,11 @@ def test_no_root_folder_is_a_regular_package_named_like_an_installed_one() -> No
         if (folder / "__init__.py").is_file() and folder.name in installed
     ]
     assert shadowing == []
+
+
+def test_no_benchmark_script_is_named_like_an_installed_module() -> None:
+    # `python bench/x.py` puts bench/ first on the path: a bench/kernels.py hid Hugging
+    # Face's `kernels` from transformers there.
+    installed = set(importlib.metadata.packages_distributions())
+    shadowing = [path.name for path in (ROOT / "bench").glob("*.py") if path.stem in installed]
+    assert shadowing == []

@@ -11,6 +11,7 @@ the machinery.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -245,6 +246,31 @@ def test_training_stops_when_the_evaluation_says_it_has_learned(tiny_llama) -> N
         model, night_lessons.Pools(facts, [], [], []), schedule, evaluate=evaluate
     )
     assert (steps, asked) == (8, [4, 8]) and loss is not None
+
+
+def test_training_stops_when_held_out_recall_has_not_improved_for_its_patience() -> None:
+    from assistant.sleep.seeding import SeedingSettings, training_is_done
+
+    settings = SeedingSettings(
+        top_k=8,
+        anchors=4,
+        negatives=4,
+        max_steps=300,
+        learning_rate=1e-3,
+        evaluate_every=20,
+        samples_per_evaluation=8,
+        stop_recall=0.95,
+        patience=2,
+        max_anchor_divergence=0.1,
+        seed=0,
+    )
+    # Seed 0 of bench/night.py: best 0.89 at step 40, no better at 60 or 80.
+    assert not training_is_done(settings, 60, 0.67, 0.07, best_step=40)
+    assert training_is_done(settings, 80, 0.89, 0.04, best_step=40)
+    assert training_is_done(settings, 20, 0.95, 0.0, best_step=20)  # learned
+    assert training_is_done(settings, 20, 0.5, 0.31, best_step=20)  # the anchors run away
+    patient = dataclasses.replace(settings, patience=0)
+    assert not training_is_done(patient, 280, 0.5, 0.0, best_step=20)
 
 
 # -- a whole night, unplugged and resumed --------------------------------------------------

@@ -16,6 +16,7 @@ and a shipped set of general questions the base model answers right
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import re
@@ -522,12 +523,17 @@ def _drift(before: dict[str, list[float]], after: dict[str, list[float]]) -> dic
 
 
 @contextmanager
-def benchmark_runtime(model_source: Path, model_name: str) -> Iterator[Runtime]:
+def benchmark_runtime(
+    model_source: Path, model_name: str, settings: dict | None = None
+) -> Iterator[Runtime]:
     """A throwaway home holding only the model to test (a GGUF file or a Hugging Face
-    directory), with a random key on disk."""
+    directory), with a random key on disk, and ``settings`` as its config (the defaults
+    where not given)."""
     with tempfile.TemporaryDirectory(prefix="assistant-recall-") as root:
         base = Path(root)
         paths = Paths(base / "data", base / "config", base / "cache").ensure()
+        if settings:
+            paths.config_file.write_text(json.dumps(settings))
         runtime = Runtime(paths=paths)
         try:
             initialize(runtime.database, paths.key_file, "keyfile")

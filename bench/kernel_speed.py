@@ -1,6 +1,6 @@
 """Our kernels against the plain way, side by side on this machine (ratios; JSON out).
 
-    python bench/kernels.py [--rows 2048] [--vocabulary 49152] [--width 576] [--repeats 3]
+    python bench/kernel_speed.py [--rows 2048] [--vocabulary 49152] [--width 576] [--repeats 3]
 
 - ``loss``: the chunked distillation loss (``topk_kl``) against the full-logits one
   (``topk_kl_reference``), forward and backward, at the starter's vocabulary and width for a

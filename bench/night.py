@@ -69,17 +69,10 @@ def real_gates_verdict(night: dict) -> str:
 
     if night.get("anchor_divergence") is None:
         return f"not verified ({night['outcome']}: {night['reason']})"
-    defaults = Config()
     checks = verify.Checks(
         night["recall"], night["leak"], night["retention"], night["anchor_divergence"], []
     )
-    thresholds = verify.Thresholds(
-        defaults.sleep_min_recall,
-        defaults.sleep_min_retention,
-        defaults.sleep_max_leak,
-        defaults.sleep_max_anchor_divergence,
-    )
-    verdict = verify.judge(checks, thresholds)
+    verdict = verify.judge(checks, verify.Thresholds.of(Config()))
     return "passed" if verdict.passed else verdict.reason
 
 

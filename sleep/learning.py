@@ -158,7 +158,7 @@ class Learning:
         report.leak = _rounded(checks.leak)
         report.retention = _rounded(checks.retention)
         report.anchor_divergence = round(checks.anchor_divergence, 5)
-        verdict = verify.judge(checks, self._thresholds())
+        verdict = verify.judge(checks, verify.Thresholds.of(self.config))
         if not verdict.passed:
             report.outcome, report.reason = KEPT, verdict.reason
             return []
@@ -182,15 +182,6 @@ class Learning:
             patience=config.sleep_patience,
             max_anchor_divergence=config.sleep_max_anchor_divergence,
             seed=self.seed,
-        )
-
-    def _thresholds(self) -> verify.Thresholds:
-        config = self.config
-        return verify.Thresholds(
-            config.sleep_min_recall,
-            config.sleep_min_retention,
-            config.sleep_max_leak,
-            config.sleep_max_anchor_divergence,
         )
 
     def _check_stop(self) -> None:

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from assistant.sleep.probes import Probe, mentions_any, names
+
+if TYPE_CHECKING:
+    from assistant.config import Config
 
 Answer = Callable[[str], str]  # closed-book answer of the candidate to a question
 
@@ -23,6 +27,16 @@ class Thresholds:
     min_retention: float
     max_leak: float
     max_anchor_divergence: float
+
+    @classmethod
+    def of(cls, config: Config) -> Thresholds:
+        """The gates a config sets."""
+        return cls(
+            config.sleep_min_recall,
+            config.sleep_min_retention,
+            config.sleep_max_leak,
+            config.sleep_max_anchor_divergence,
+        )
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ class Config:
     sleep_kernels: str = "auto"  # auto|on|off: our fused kernels; auto: on with CUDA
     sleep_max_answer_tokens: int = 48
     sleep_anchors: int = 64  # shipped general prompts per night (plus earlier nights' probes)
-    sleep_negatives: int = 32  # questions about things never told, a quarter held out
+    sleep_negatives: int = 64  # questions about things never told, a quarter held out
     sleep_evaluate_every: int = 20  # steps between held-out checks (and on-policy samples)
     sleep_stop_recall: float = 0.95  # held-out recall at which training stops
     sleep_patience: int = 2  # checks without a better held-out recall before it stops; 0: none

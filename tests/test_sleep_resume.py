@@ -156,8 +156,11 @@ def test_a_checkpoint_is_sealed_replaced_atomically_and_shredded_with_its_key(ru
 
 def test_the_batch_order_is_a_function_of_seed_and_step() -> None:
     rng = np.random.default_rng(0)
-    pools = night_lessons.Pools(
-        _lessons(rng, 13), _lessons(rng, 3), _lessons(rng, 4), _lessons(rng, 5)
+    pools = night_lessons.Pools(  # every pool larger than the count a batch takes from it
+        _lessons(rng, 13),
+        _lessons(rng, night_lessons.SAMPLES_PER_BATCH + 1),
+        _lessons(rng, night_lessons.NEGATIVES_PER_BATCH + 1),
+        _lessons(rng, night_lessons.ANCHORS_PER_BATCH + 3),
     )
     facts = {id(lesson): i for i, lesson in enumerate(pools.facts)}
 
@@ -171,8 +174,12 @@ def test_the_batch_order_is_a_function_of_seed_and_step() -> None:
     stream = [facts[i] for step in run(7) for i in step if i in facts]
     for start in range(0, len(stream) - 13 + 1, 13):  # each pass has every fact lesson once
         assert sorted(stream[start : start + 13]) == list(range(13))
-    extras = night_lessons.SAMPLES_PER_BATCH + night_lessons.NEGATIVES_PER_BATCH
-    assert all(len(step) == night_lessons.FACTS_PER_BATCH + extras + 2 for step in run(7))
+    extras = (
+        night_lessons.SAMPLES_PER_BATCH
+        + night_lessons.NEGATIVES_PER_BATCH
+        + night_lessons.ANCHORS_PER_BATCH
+    )
+    assert all(len(step) == night_lessons.FACTS_PER_BATCH + extras for step in run(7))
 
 
 def _continuation_lessons(backend) -> list[Lesson]:

@@ -28,10 +28,11 @@ class Config:
     sleep_evaluate_every: int = 20  # steps between held-out checks (and on-policy samples)
     sleep_stop_recall: float = 0.95  # held-out recall at which training stops
     sleep_patience: int = 2  # checks without a better held-out recall before it stops; 0: none
-    sleep_min_recall: float = 0.8
+    sleep_min_recall: float = 0.8  # share of a note's held-out probes right: it is learned
     sleep_min_retention: float = 0.9
     sleep_max_leak: float = 0.1
     sleep_max_anchor_divergence: float = 0.1
+    sleep_max_tries: int = 5  # nights a note not yet learned waits before it is reported
     sleep_checkpoint_minutes: float = 5.0  # a night killed outright loses at most this much
     # Automatic sleep (assistant.sleep.policy): when `sleep auto` may start on its own.
     sleep_window: str = "01:00-06:00"  # local time; may wrap past midnight

@@ -14,7 +14,8 @@ no notes, the benchmark's own questions about the day, never-told questions, and
 ``--world`` general questions the model answered right before the night.
 
 Prints JSON: the night's report (held-out recall and anchor drift at each check,
-the verification, steps, seconds per stage), what the product's gates say of it,
+the verification, each note's held-out probes right, steps, seconds per stage),
+what the product's gates say of it (and the share of notes they would commit),
 closed-book recall, updates,
 abstention and leak on the benchmark's questions after the night, the wrong
 answers, world knowledge kept, and seconds per stage of the lab.
@@ -62,18 +63,27 @@ def overrides(pairs: list[str]) -> dict:
     return settings
 
 
-def real_gates_verdict(night: dict) -> str:
+def real_gates(night: dict) -> dict:
     """What the product's gates say of the night's verification (with ``--gates open`` the
-    expert was committed whatever they say): "passed", or the reason it would be refused."""
+    expert was committed whatever they say): the verdict ("passed", or the reason it would be
+    refused) and the share of the night's notes the expert would commit."""
     from assistant.sleep import verify
 
     if night.get("anchor_divergence") is None:
-        return f"not verified ({night['outcome']}: {night['reason']})"
+        return {"verdict": f"not verified ({night['outcome']}: {night['reason']})"}
+    by_note = {
+        str(i): [True] * right + [False] * (asked - right)
+        for i, (right, asked) in enumerate(night["note_recall"])
+    }
     checks = verify.Checks(
-        night["recall"], night["leak"], night["retention"], night["anchor_divergence"], []
+        night["recall"], night["leak"], night["retention"], night["anchor_divergence"], [], by_note
     )
     verdict = verify.judge(checks, verify.Thresholds.of(Config()))
-    return "passed" if verdict.passed else verdict.reason
+    committed = len(verdict.learned) / len(by_note) if by_note else None
+    return {
+        "verdict": "passed" if verdict.passed else verdict.reason,
+        "notes_committed": None if committed is None else round(committed, 4),
+    }
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -128,7 +138,7 @@ def run(args: argparse.Namespace) -> dict:
         "gates": args.gates,
         "settings": settings,
         "night": night,
-        "real_gates": real_gates_verdict(night),
+        "real_gates": real_gates(night),
         "after": tally.rates(),
         "after_by_wording": tally.rates_by_wording(),
         "world_knowledge_retained": round(len(kept) / len(known), 4) if known else None,

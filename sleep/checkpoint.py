@@ -58,8 +58,9 @@ class NightState:
     anchors: list[Lesson] = field(default_factory=list)
     anchor_baseline: float = 0.0
     step: int = 0  # training steps done; the batch order is a function of (seed, step)
-    # Early stopping: the best held-out recall so far, its step and its training state.
-    best_recall: float = -1.0
+    # Early stopping: the best check so far (``seeding.check_score``), its step and its
+    # training state.
+    best_score: float = -2.0
     best_step: int = 0
     best: bytes = b""  # in the backend's own format
     train_tokens: int = 0
@@ -77,7 +78,7 @@ class NightState:
             backend_name=backend_name,
             samples=[],
             step=0,
-            best_recall=-1.0,
+            best_score=-2.0,
             best_step=0,
             best=b"",
             train_tokens=0,
@@ -101,7 +102,7 @@ def encode(state: NightState) -> bytes:
         "changed": state.changed,
         "anchor_baseline": state.anchor_baseline,
         "step": state.step,
-        "best_recall": state.best_recall,
+        "best_score": state.best_score,
         "best_step": state.best_step,
         "train_tokens": state.train_tokens,
         "report": state.report.decode(),
@@ -135,7 +136,7 @@ def decode(data: bytes) -> NightState:
             changed=meta["changed"],
             anchor_baseline=meta["anchor_baseline"],
             step=meta["step"],
-            best_recall=meta["best_recall"],
+            best_score=meta.get("best_score", meta.get("best_recall", -2.0)),
             best_step=meta["best_step"],
             best=arrays["best"].tobytes(),
             train_tokens=meta["train_tokens"],

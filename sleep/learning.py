@@ -90,11 +90,11 @@ class Learning:
             engine = ChatEngine(model.gguf_path, specs, config.n_ctx, n_threads=config.threads)
             teacher = Teacher(engine, config.sleep_max_answer_tokens)
             room = engine.n_ctx - QUESTION_ROOM_TOKENS - config.sleep_max_answer_tokens
-            notes = triage.notes_that_fit(
+            sources = triage.notes_that_fit(
                 triage.day_notes(turns), lambda note: len(teacher.prompt([note], "")) <= room
             )
             earlier = wake.earlier_probes(self.runtime, learned)
-        if not notes:
+        if not sources:
             engine.close()
             report.outcome = NOTHING_NEW
             return []
@@ -117,14 +117,20 @@ class Learning:
                 Hooks(self.progress, self._check_stop, self._checkpoint_if_due, self._checked),
                 read_config(hf_dir),
             )
-            return self._seed_and_verify(seeding, notes, earlier)
+            tries = {turn.id: turn.tries for turn in turns}
+            return self._seed_and_verify(seeding, sources, tries, earlier)
         finally:
             engine.close()
 
     def _seed_and_verify(
-        self, seeding: KnowledgeSeeding, notes: list[str], earlier: list[Probe]
+        self,
+        seeding: KnowledgeSeeding,
+        sources: triage.Notes,
+        tries: dict[int, int],
+        earlier: list[Probe],
     ) -> list[Probe]:
         stage, report, night = self.stage, self.report, self.night
+        notes = list(sources)
         try:
             if night.stage == PROBES:
                 with stage(report, "N3 probes"):
@@ -158,15 +164,35 @@ class Learning:
         report.leak = _rounded(checks.leak)
         report.retention = _rounded(checks.retention)
         report.anchor_divergence = round(checks.anchor_divergence, 5)
+        report.note_recall = [[sum(hits), len(hits)] for hits in checks.by_note.values()]
         verdict = verify.judge(checks, verify.Thresholds.of(self.config))
         if not verdict.passed:
             report.outcome, report.reason = KEPT, verdict.reason
             return []
         with stage(report, "save"):
             self._save(*export_expert(self.backend, seeding.hf_config))
+        self._carry_what_was_not_learned(checks, set(verdict.learned), sources, tries)
         report.outcome = CONSOLIDATED
-        report.learned = [p.question for p in checks.passed_probes][:10]
-        return checks.passed_probes
+        kept = [p for p in checks.passed_probes if p.note in verdict.learned]
+        report.learned = [p.question for p in kept][:10]
+        return kept
+
+    def _carry_what_was_not_learned(
+        self,
+        checks: verify.Checks,
+        learned: set[str],
+        sources: triage.Notes,
+        tries: dict[int, int],
+    ) -> None:
+        """Name in the report the turns of the notes the expert did not learn: wake-up
+        carries them into the open epoch, for the next night, instead of shredding them."""
+        report = self.report
+        waiting = [note for note in checks.by_note if note not in learned]
+        report.notes_learned, report.notes_waiting = len(learned), len(waiting)
+        report.carried = sorted({turn for note in waiting for turn in sources[note]})
+        # Carried tonight once more: those carried ``sleep_max_tries`` nights are reported.
+        last_try = self.config.sleep_max_tries - 1
+        report.notes_overdue = sum(max(tries[t] for t in sources[n]) >= last_try for n in waiting)
 
     def _settings(self) -> SeedingSettings:
         config = self.config

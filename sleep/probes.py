@@ -431,16 +431,27 @@ def negative_questions(about: Sequence[str], count: int, rng: random.Random) -> 
 
 
 def hold_out(probes: Sequence[Probe], rng: random.Random) -> tuple[list[Probe], list[Probe]]:
-    """(train, held out): one probe of each note that has two or more is held out to verify."""
+    """(train, held out): each note is verified by its own held-out probes, two when it has
+    three or more (of different wordings where it can: a note learned in one frame only is
+    not learned), one when it has two; a single probe is trained on."""
     train: list[Probe] = []
     held_out: list[Probe] = []
     by_note: dict[str, list[Probe]] = {}
     for probe in probes:
         by_note.setdefault(probe.note, []).append(probe)
     for group in by_note.values():
-        if len(group) >= 2:
-            kept = rng.randrange(len(group))
-            held_out.append(group[kept])
-            group = group[:kept] + group[kept + 1 :]
-        train += group
+        wanted = 2 if len(group) >= 3 else len(group) - 1
+        order = rng.sample(group, len(group))
+        chosen: list[Probe] = []
+        for probe in order:
+            if len(chosen) < wanted and all(_frame(probe) != _frame(c) for c in chosen):
+                chosen.append(probe)
+        chosen += [p for p in order if p not in chosen][: wanted - len(chosen)]
+        held_out += chosen
+        train += [p for p in group if p not in chosen]
     return train, held_out
+
+
+def _frame(probe: Probe) -> tuple[str, ...]:
+    """How a question is put: its first two words ("what is", "who is", "tell me")."""
+    return tuple(probe.question.lower().split()[:2])

@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 
 # How a sleep ended.
-CONSOLIDATED = "consolidated"  # expert committed, raw turns shredded
+CONSOLIDATED = "consolidated"  # expert committed, its notes' turns shredded, the rest carried
 KEPT = "kept"  # verification failed or nothing to learn: every turn kept for the next night
 NOTHING_TO_DO = "nothing to do"
 NOTHING_NEW = "nothing new"  # conversations with nothing to learn (small talk): no expert, shredded
@@ -43,6 +43,15 @@ class SleepReport:
     leak: float | None = None
     retention: float | None = None
     anchor_divergence: float | None = None
+    # Per note trained on: [held-out probes answered right, held-out probes] (no text).
+    note_recall: list[list[int]] = field(default_factory=list)
+    # The committed expert's notes, and those not learned: their turns (``carried``, by id)
+    # wait in the open epoch for the next night; ``notes_overdue`` of them have waited
+    # ``sleep_max_tries`` nights.
+    notes_learned: int = 0
+    notes_waiting: int = 0
+    notes_overdue: int = 0
+    carried: list[int] = field(default_factory=list)
     # Each held-out check during training: {"step", "recall", "anchor_drift"}.
     checks: list[dict] = field(default_factory=list)
     train_steps: int = 0
@@ -55,8 +64,16 @@ class SleepReport:
     def seconds(self) -> float:
         return round(sum(self.stage_seconds.values()), 2)
 
+    @property
+    def notes_committed(self) -> float | None:
+        """The share of the notes trained on that the committed expert holds."""
+        if not self.note_recall:
+            return None
+        learned = self.notes_learned if self.outcome == CONSOLIDATED else 0
+        return round(learned / len(self.note_recall), 4)
+
     def to_dict(self) -> dict:
-        return {**asdict(self), "seconds": self.seconds}
+        return {**asdict(self), "seconds": self.seconds, "notes_committed": self.notes_committed}
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self)).encode()
@@ -92,8 +109,25 @@ class SleepReport:
                 f"I slept {minutes:.1f} min but kept your {self.turns} messages for next time:"
                 f" {self.reason}"
             )
+        things = self.notes_learned + self.notes_waiting
+        if things:
+            learned = (
+                f"I learned {self.notes_learned} of {things} things from your {self.turns}"
+                f" messages in {minutes:.1f} min and deleted their logs."
+            )
+        else:  # a night from before notes were judged one by one
+            learned = (
+                f"I learned from {self.turns} messages in {minutes:.1f} min and deleted the logs."
+            )
+        if self.notes_waiting:
+            learned += f" Still learning {self.notes_waiting} (kept encrypted for the next night)."
+        if self.notes_overdue:
+            learned += (
+                f" {self.notes_overdue} of them not yet learned after many nights: kept, never"
+                " dropped."
+            )
         lines = [
-            f"I learned from {self.turns} messages in {minutes:.1f} min and deleted the logs.",
+            learned,
             f"Recall check without the logs: {_percent(self.recall)}"
             + (
                 f"; older memories kept: {_percent(self.retention)}"

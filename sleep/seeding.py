@@ -1,7 +1,8 @@
 """N3, deep sleep: knowledge seeding for one night (DESIGN.md §7).
 
 1. Probes: for each note, the teacher's questions (and the reverse direction),
-   answered by the teacher with the note in context; one per note is held out.
+   answered by the teacher with the note in context; two per note are held out
+   (one of a note with two), to verify that note.
    Earlier nights' probes that today's notes change are answered anew (newest wins).
 2. Negatives: questions about nothing the user said, answered "you haven't told me".
 3. Anchors: shipped general prompts and earlier nights' probes, answered by the model
@@ -75,6 +76,12 @@ def training_is_done(
     )
     runaway = drift > RUNAWAY_DIVERGENCE * settings.max_anchor_divergence
     return recall >= settings.stop_recall or stalled or runaway
+
+
+def check_score(recall: float, drift: float, max_anchor_divergence: float) -> float:
+    """How good the expert of a held-out check is: its recall, less 1 when its anchors
+    drifted past what verification allows, so the expert kept is one that could pass."""
+    return recall if drift <= max_anchor_divergence else recall - 1.0
 
 
 def export_expert(backend: Backend, hf_config: dict) -> tuple[PeftAdapter, bytes]:
@@ -202,9 +209,9 @@ class KnowledgeSeeding:
         )
 
         def evaluate(step: int, last: bool = False) -> bool:
-            """Held-out recall of the expert so far (the best one is kept), and fresh on-policy
-            samples for the steps that follow, if any; True to stop: learned, no better for
-            ``patience`` checks, or the anchors running away."""
+            """Held-out recall of the expert so far (the best one that could pass is kept),
+            and fresh on-policy samples for the steps that follow, if any; True to stop:
+            learned, no better for ``patience`` checks, or the anchors running away."""
             with self.candidate():
                 recall = verify.share(verify.recalled(self.closed_book, night.held_out)) or 0.0
                 if not last and step < settings.max_steps:
@@ -214,8 +221,9 @@ class KnowledgeSeeding:
             self.hooks.progress(
                 f"N3 training: step {step}, held-out recall {recall:.0%}, anchor drift {drift:.3f}"
             )
-            if recall > night.best_recall:
-                night.best_recall, night.best_step = recall, step
+            score = check_score(recall, drift, settings.max_anchor_divergence)
+            if score > night.best_score:
+                night.best_score, night.best_step = score, step
                 night.best = self.backend.training_state()
             return training_is_done(settings, step, recall, drift, night.best_step)
 
@@ -270,6 +278,7 @@ class KnowledgeSeeding:
         night = self.night
         values = {v for p in [*night.probes, *night.held_out] for v in p.values}
         retained = [p for p in earlier if p.question not in night.changed]
+        taught = dict.fromkeys(p.note for p in [*night.probes, *night.held_out])
         divergence = self._anchor_drift()
         with self.candidate():
             return verify.check(
@@ -279,4 +288,5 @@ class KnowledgeSeeding:
                 retained,
                 values,
                 divergence,
+                list(taught),
             )

@@ -4,7 +4,8 @@ The user's statements about themselves (small talk, thanks and questions to
 the assistant hold nothing to remember), in the order said, repeats collapsed,
 and any note too long for the teacher's context split at sentence (or word)
 boundaries into pieces that fit, so nothing said is dropped before its epoch
-is shredded.
+is shredded. Each note keeps the ids of the turns it came from: a note the
+night did not learn keeps its turns (``wake`` carries them to the next night).
 """
 
 from __future__ import annotations
@@ -23,16 +24,22 @@ def about_the_user(text: str) -> bool:
     return not text.rstrip().endswith("?") and bool(_FIRST_PERSON.search(text))
 
 
-def day_notes(turns: Sequence[Turn]) -> list[str]:
+Notes = dict[str, list[int]]  # each note, in order, and the ids of the turns it came from
+
+
+def day_notes(turns: Sequence[Turn]) -> Notes:
     """The user's statements about themselves in the order said, exact repeats collapsed onto
-    their latest position.
+    their latest position (with the ids of every turn that said them).
 
     The latest position matters: when a fact changes, the newest statement comes
     last, and the night lets the later of two notes about one thing win.
     """
-    texts = [t.text.strip() for t in turns if t.role == "user" and about_the_user(t.text)]
-    last = {text: i for i, text in enumerate(texts)}
-    return [text for i, text in enumerate(texts) if last[text] == i]
+    said = [(t.text.strip(), t.id) for t in turns if t.role == "user" and about_the_user(t.text)]
+    sources: dict[str, list[int]] = {}
+    for text, turn_id in said:
+        sources.setdefault(text, []).append(turn_id)
+    last = {text: i for i, (text, _) in enumerate(said)}
+    return {text: sources[text] for i, (text, _) in enumerate(said) if last[text] == i}
 
 
 def fitting_pieces(note: str, fits: Callable[[str], bool]) -> list[str]:
@@ -56,5 +63,11 @@ def fitting_pieces(note: str, fits: Callable[[str], bool]) -> list[str]:
     return pieces
 
 
-def notes_that_fit(notes: Sequence[str], fits: Callable[[str], bool]) -> list[str]:
-    return [piece for note in notes for piece in fitting_pieces(note, fits)]
+def notes_that_fit(notes: Notes, fits: Callable[[str], bool]) -> Notes:
+    """The notes cut into pieces that fit, each piece with the turns of its note."""
+    pieces: Notes = {}
+    for note, turn_ids in notes.items():
+        for piece in fitting_pieces(note, fits):
+            pieces.setdefault(piece, [])
+            pieces[piece] += [t for t in turn_ids if t not in pieces[piece]]
+    return pieces

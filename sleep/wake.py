@@ -1,7 +1,9 @@
 """Wake-up: commit the verified expert, then shred the consolidated epochs (DESIGN.md §3, §9).
 
 The expert's registry row, its kept probes and the stage change are one
-transaction; the epochs are deleted only after it. A night that found nothing to
+transaction; the epochs are deleted only after it, each in one transaction that
+first carries the turns of the notes the expert did not learn into the open
+epoch (the report names them), so they wait for the next night. A night that found nothing to
 learn commits nothing and shreds all the same. Each expert keeps the held-out
 probes it answered right (question, answer, value; never the note), sealed: the
 next nights check they are still answered (retention) and keep them as anchors.
@@ -94,7 +96,7 @@ def wake(runtime: Runtime, log: state.SleepLog, sleep_id: int, expert_dir: Path)
     remove_plaintext(expert_dir)  # what a night verified by an older version left
     log.advance(sleep_id, state.SHREDDING)
     for epoch_id in row.epochs:
-        store.delete_epoch(epoch_id)
+        store.delete_epoch(epoch_id, keep=report.carried)
         crash_point("shredding")
     log.advance(
         sleep_id,

@@ -1,4 +1,5 @@
-"""Shredding next to an open chat: held conversations survive, a busy database is waited for."""
+"""Shredding next to an open chat: held conversations survive, a busy database is waited for,
+turns a night did not learn are carried to the next epoch whole or not at all."""
 
 from __future__ import annotations
 
@@ -98,3 +99,65 @@ def test_a_busy_database_is_waited_for_then_shredded(runtime, lock):
     assert (report.turns_deleted, report.vacuumed) == (1, True)
     assert store.count() == 0
     assert os.path.getsize(f"{runtime.paths.database}-wal") == 0
+
+
+CARRY_IN_ANOTHER_PROCESS = """
+import sys
+from assistant.runtime import Runtime
+
+store = Runtime().memory
+store.delete_epoch(int(sys.argv[1]), keep=[int(sys.argv[2])])
+"""
+
+
+def _carry_in_another_process(epoch: int, turn: int, crash_at: str | None) -> int:
+    from assistant.faults import CRASH_ENV
+
+    env = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
+    if crash_at:
+        env[CRASH_ENV] = crash_at
+    command = [sys.executable, "-c", CARRY_IN_ANOTHER_PROCESS, str(epoch), str(turn)]
+    return subprocess.run(command, env=env, capture_output=True, text=True).returncode
+
+
+def _state(runtime) -> list[tuple]:
+    return [
+        (t.id, t.epoch_id, t.conversation_id, t.role, t.text, t.created_at, t.tries)
+        for t in runtime.memory.unconsolidated()
+    ]
+
+
+def test_a_turn_not_yet_learned_is_carried_into_the_open_epoch_or_left_where_it_was(runtime):
+    from tests.test_memory import _files_contain
+
+    store = runtime.memory
+    conversation = store.new_conversation()
+    kept = store.append(conversation, "user", "My sister is called Ramona-5521.")
+    store.append(conversation, "assistant", "Ramona-5521, noted.")
+    store.append(conversation, "user", "My dog is called Zorblax-4417.")
+    epoch = store.seal_epoch()
+    old_ciphertext = runtime.database.execute(
+        "SELECT ciphertext FROM turns WHERE id = ?", [kept.id]
+    ).fetchone()[0]
+    before = _state(runtime)
+
+    # Killed inside the carry's transaction: nothing moved, nothing deleted.
+    assert _carry_in_another_process(epoch, kept.id, crash_at="carrying") == -9
+    assert _state(runtime) == before
+
+    assert _carry_in_another_process(epoch, kept.id, crash_at=None) == 0
+    (carried,) = store.unconsolidated()
+    assert carried.epoch_id not in store.sealed_epochs() and carried.epoch_id != epoch
+    assert (carried.id, carried.conversation_id, carried.text, carried.created_at) == (
+        kept.id,
+        conversation,
+        kept.text,
+        kept.created_at,
+    )
+    assert carried.tries == 1 and store.epochs() == [carried.epoch_id]
+    assert [t.text for t in store.conversation(conversation)] == [kept.text]
+    # Sealed anew: the old ciphertext is gone from every file.
+    assert _files_contain(runtime.paths.data_dir, bytes(old_ciphertext)) == []
+    # Done once, the carry is not done twice.
+    assert _carry_in_another_process(epoch, kept.id, crash_at=None) == 0
+    assert [(t.id, t.tries) for t in store.unconsolidated()] == [(kept.id, 1)]

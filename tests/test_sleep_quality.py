@@ -3,7 +3,8 @@ told, says it was not told the rest, keeps its world knowledge, and the newest f
 
 Facts, values and phrasings come from the recall corpus's held-out side (what the user
 says and what they later ask are worded differently); each question is asked in a fresh
-conversation after the night, when the notes are gone, so the answer is closed-book.
+conversation after the night, when the learned notes are gone, so the answer is closed-book
+but for the few notes the night did not learn (carried, chat reads them as a user would get).
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ from tests.conftest import MLX_NIGHTS
 
 pytestmark = pytest.mark.slow
 SPLIT = "held_out"
-# Measured on the starter (issue 20's notes): a 10-fact night's held-out recall reaches 0.64-0.73
-# in 60 steps, so verification keeps the logs and this test fails at its first gate. Strict: the
-# day it passes, this mark must go.
+# Measured on the starter (issue 33's notes, bench/night.py, real gates): a 10-fact night
+# commits 4-7 of its 10 notes, the rest carried to the next night, so this test fails at its
+# 0.8 share. Strict: the day it passes, this mark must go.
 NOT_YET = pytest.mark.xfail(
-    strict=True, reason="sleep on the starter does not yet reach 0.8 held-out recall"
+    strict=True, reason="a night on the starter does not yet commit 8 of 10 notes"
 )
 # While it fails, its nights are the smallest plan that still meets every gate: 60 steps, the
 # learning rate decaying to zero over them, checked every 20. Measured on the starter, held-out
@@ -91,8 +92,11 @@ def test_a_night_teaches_what_was_told_and_only_that(home: Path, backend: str) -
         _chat(statement(fact, rng, SPLIT))
     report = _sleep(backend)
     assert report["outcome"] == "consolidated", report["reason"]
-    assert _rows(home, "SELECT count(*) FROM turns") == [(0,)]
-    assert _rows(home, "SELECT count(*) FROM epochs") == [(0,)]  # rows and wrapped keys
+    assert report["notes_committed"] >= 0.8
+    # The learned notes' rows are gone, and the day's epochs with their wrapped keys; only the
+    # statements of the notes not yet learned wait, sealed anew in the open epoch.
+    assert _rows(home, "SELECT id FROM turns") == [(i,) for i in report["carried"]]
+    assert _rows(home, "SELECT count(*) FROM epochs WHERE sealed_at IS NOT NULL") == [(0,)]
 
     assert sum(_recalled(first, first, rng)) >= 8
     values = [fact.value for fact in first]

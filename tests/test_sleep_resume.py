@@ -280,6 +280,15 @@ def test_training_stops_when_held_out_recall_has_not_improved_for_its_patience()
     assert not training_is_done(patient, 280, 0.5, 0.0, best_step=20)
 
 
+def test_the_expert_kept_is_the_best_one_verification_could_pass() -> None:
+    from assistant.sleep.seeding import check_score
+
+    # Seed 0 of bench/night.py: 0.89 at step 40 with the anchors at 0.11, past the 0.1 limit;
+    # 0.83 at step 60 with them at 0.07. Step 60's expert is the better one to keep.
+    assert check_score(0.83, 0.07, 0.1) > check_score(0.89, 0.11, 0.1)
+    assert check_score(0.89, 0.05, 0.1) > check_score(0.83, 0.07, 0.1)
+
+
 # -- a whole night, unplugged and resumed --------------------------------------------------
 CHARGER_SETTINGS = {
     **nights.GATES_OPEN,

@@ -172,6 +172,12 @@ def m008_conversation_holds(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration
+def m009_turn_tries(db: sqlite_utils.Database) -> None:
+    # Nights a turn was carried into the next epoch because its note was not yet learned.
+    db.execute("ALTER TABLE turns ADD COLUMN tries INTEGER NOT NULL DEFAULT 0")
+
+
 class Database:
     """A thread-safe handle on the SQLite file with the settings privacy needs.
 

@@ -5,13 +5,16 @@ stored only wrapped by the master key. Each turn is sealed under its epoch key
 with associated data binding its row id, epoch, conversation, role and time, so a
 row edited, moved or swapped in the file fails to decrypt. Deleting an epoch
 removes its rows and its wrapped key (crypto-shredding), then checkpoints the
-WAL and vacuums so no page with the old ciphertext lingers.
+WAL and vacuums so no page with the old ciphertext lingers. Turns a night did not
+learn are carried out of the epoch first: sealed anew under the open epoch's key
+in the same transaction.
 """
 
 from __future__ import annotations
 
 import os
 import unicodedata
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TypeVar
@@ -22,6 +25,7 @@ from assistant.errors import (
     KeyStoreError,
     TamperedError,
 )
+from assistant.faults import crash_point
 from assistant.store.db import Database, retry_while_busy
 from assistant.store.sealed import epoch_ad, record_ad, unwrap, wrap
 
@@ -42,6 +46,7 @@ class Turn:
     role: str
     text: str
     created_at: str
+    tries: int = 0  # nights it was carried, its note not yet learned
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,7 @@ class Conversation:
 class ShredReport:
     epoch_id: int
     turns_deleted: int
+    turns_carried: int
     wal_frames_checkpointed: int
     vacuumed: bool
 
@@ -288,19 +294,20 @@ class MemoryStore:
 
         rows = self.database.execute(
             "SELECT id, epoch_id, conversation_id, role, created_at, nonce, ciphertext,"
-            f" ad_version FROM turns {where} ORDER BY id",
+            f" ad_version, tries FROM turns {where} ORDER BY id",
             params,
         ).fetchall()
         turns = []
-        for turn_id, epoch_id, conversation_id, role, created, nonce, sealed, version in rows:
-            ad = _turn_ad(version, turn_id, epoch_id, conversation_id, role, created)
+        for turn_id, epoch_id, conversation, role, created, nonce, sealed, version, tries in rows:
+            ad = _turn_ad(version, turn_id, epoch_id, conversation, role, created)
             try:
                 plain = self._epoch_cipher(epoch_id).decrypt(bytes(nonce), bytes(sealed), ad)
             except InvalidTag:
                 raise TamperedError(
                     f"Memory row {turn_id} was modified or moved: it fails authentication."
                 ) from None
-            turns.append(Turn(turn_id, conversation_id, epoch_id, role, plain.decode(), created))
+            text = plain.decode()
+            turns.append(Turn(turn_id, conversation, epoch_id, role, text, created, tries))
         return turns
 
     def unconsolidated(self, epoch_ids: list[int] | None = None) -> list[Turn]:
@@ -317,20 +324,24 @@ class MemoryStore:
         return int(self.database.execute("SELECT count(*) FROM turns").fetchone()[0])
 
     # -- shredding ------------------------------------------------------------
-    def delete_epoch(self, epoch_id: int) -> ShredReport:
-        """Delete an epoch's turns and wrapped key, then purge the WAL and free pages.
+    def delete_epoch(self, epoch_id: int, keep: Collection[int] = ()) -> ShredReport:
+        """Delete an epoch's turns and wrapped key, then purge the WAL and free pages; the
+        turns ``keep`` names are carried into the open epoch first, in the same transaction.
 
         Conversations left without turns go too, unless an open chat holds them. While
         another connection keeps the database busy, each step is tried again after a pause.
+        A second call for an epoch already deleted does nothing.
         """
-        deleted = retry_while_busy(lambda: self._delete_rows(epoch_id))
+        deleted, carried = retry_while_busy(lambda: self._delete_rows(epoch_id, keep))
         self._epoch_ciphers.pop(epoch_id, None)
         frames, vacuumed = retry_while_busy(self._purge)
-        return ShredReport(epoch_id, deleted, frames, vacuumed)
+        return ShredReport(epoch_id, deleted, carried, frames, vacuumed)
 
-    def _delete_rows(self, epoch_id: int) -> int:
+    def _delete_rows(self, epoch_id: int, keep: Collection[int]) -> tuple[int, int]:
         with self.database.transaction():
             self._drop_holds_of_dead_processes()
+            carried = self._carry(epoch_id, keep)
+            crash_point("carrying")
             deleted = self.database.execute(
                 "DELETE FROM turns WHERE epoch_id = ?", [epoch_id]
             ).rowcount
@@ -340,7 +351,38 @@ class MemoryStore:
                 " (SELECT conversation_id FROM turns)"
                 " AND id NOT IN (SELECT conversation_id FROM conversation_holds)"
             )
-        return deleted
+        return deleted, carried
+
+    def _carry(self, epoch_id: int, keep: Collection[int]) -> int:
+        """Seal the turns of ``epoch_id`` that ``keep`` names anew in the open epoch (same id,
+        conversation, role and time; a new nonce under the new key), one more try each."""
+        if not keep:
+            return 0
+        marks = ",".join("?" * len(keep))
+        turns = self._read(f"WHERE epoch_id = ? AND id IN ({marks})", [epoch_id, *keep])
+        if not turns:
+            return 0
+        target = self._open_epoch_in_transaction()
+        if target == epoch_id:
+            raise ValueError(f"epoch {epoch_id} is open: only a sealed epoch is shredded")
+        cipher = self._epoch_cipher(target)
+        for turn in turns:
+            nonce = os.urandom(12)
+            ad = _turn_ad(
+                TURN_AD_VERSION, turn.id, target, turn.conversation_id, turn.role, turn.created_at
+            )
+            self.database.execute(
+                "UPDATE turns SET epoch_id = ?, nonce = ?, ciphertext = ?, ad_version = ?,"
+                " tries = tries + 1 WHERE id = ?",
+                [
+                    target,
+                    nonce,
+                    cipher.encrypt(nonce, turn.text.encode(), ad),
+                    TURN_AD_VERSION,
+                    turn.id,
+                ],
+            )
+        return len(turns)
 
     def _drop_holds_of_dead_processes(self) -> None:
         import psutil

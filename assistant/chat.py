@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 from assistant.engine import ChatEngine
 from assistant.errors import InvalidMessageError
-from assistant.prompting import NOTES_PER_MESSAGE, ChatPrompt, chat_prompt
+from assistant.prompting import NOTES_PER_MESSAGE, ChatPrompt, acknowledgement, chat_prompt
 from assistant.retrieval import MemoryIndex
+from assistant.sleep.triage import about_the_user, day_notes
 from assistant.store.memory import MemoryStore, Turn, validate_message
 
 
@@ -25,7 +26,11 @@ class Usage:
 
 
 class ChatSession:
-    """``with_memories=False`` leaves today's notes out: the closed-book view of the model."""
+    """A message that tells something is acknowledged by saying it back (see
+    ``prompting.acknowledgement``); any other is answered by the model, with the note of the
+    day that answers it, if one does. Notes are what sleep's triage takes from every
+    unconsolidated turn, this conversation's included, so chat reads what the night will
+    learn. ``with_memories=False`` leaves them out: the closed-book view of the model."""
 
     def __init__(
         self,
@@ -41,18 +46,20 @@ class ChatSession:
         self.max_reply_tokens = max_reply_tokens
         self.temperature = temperature
         self.usage = Usage()
+        self.with_memories = with_memories
         self.conversation_id = conversation_id or store.new_conversation()
         self.history: list[Turn] = store.conversation(self.conversation_id)
-        self.index = MemoryIndex(
-            t.text
-            for t in (store.unconsolidated() if with_memories else ())
-            if t.role == "user" and t.conversation_id != self.conversation_id
-        )
+        self._day = store.unconsolidated() if with_memories else []  # what notes come from
+
+    @property
+    def notes(self) -> list[str]:
+        """Today's notes, not yet learned, in the order said."""
+        return list(day_notes(self._day))
 
     def prompt(self, text: str) -> tuple[ChatPrompt, list[int]]:
         """The longest prompt that fits, as (layout, tokens): drop oldest turns, then notes."""
         budget = self.engine.n_ctx - self.max_reply_tokens
-        notes = self.index.select(text, NOTES_PER_MESSAGE)
+        notes = MemoryIndex(self.notes).select(text, NOTES_PER_MESSAGE)
         history = [(t.role, t.text) for t in self.history]
         while True:
             prompt = chat_prompt(notes, history, text)
@@ -78,9 +85,18 @@ class ChatSession:
     ) -> Turn | None:
         """Store ``text``, stream a reply through ``on_piece``, store and return the reply."""
         validate_message(text)
-        prompt, tokens = self.prompt(text)
-        self.history.append(self.store.append(self.conversation_id, "user", text))
-        reply = self._generate(prompt.reply_prefix, tokens, on_piece, should_stop)
+        telling = about_the_user(text)
+        if not telling:
+            prompt, tokens = self.prompt(text)  # refuses a message too long before storing it
+        said = self.store.append(self.conversation_id, "user", text)
+        self.history.append(said)
+        if self.with_memories:
+            self._day.append(said)
+        if telling:
+            reply = acknowledgement(text)
+            on_piece(reply)
+        else:
+            reply = self._generate(prompt.reply_prefix, tokens, on_piece, should_stop)
         if not reply:
             return None
         turn = self.store.append(self.conversation_id, "assistant", reply)
@@ -93,6 +109,8 @@ class ChatSession:
         Used to probe what the model knows (the recall benchmark, sleep's checks).
         """
         validate_message(text)
+        if about_the_user(text):
+            return acknowledgement(text)
         prompt, tokens = self.prompt(text)
         return self._generate(prompt.reply_prefix, tokens)
 

@@ -1,4 +1,5 @@
-"""How a chat prompt is laid out: system prompt, history, and the message with its notes.
+"""How chat replies are laid out: a statement is said back; a prompt is the system turn,
+the history, and the message with its notes.
 
 One layout for chat, the sleep teacher and the recall benchmark, chosen by
 measurement on the starter model (SmolLM2-135M-Instruct; `assistant bench recall
@@ -15,10 +16,12 @@ context):
 So the few notes retrieved for a message go in its user turn, and when there
 are any the assistant's reply starts with ``NOTES_REPLY_PREFIX`` (shown and
 stored as part of the reply: it also tells the user where the answer comes from).
+A message that only tells something is not put to the model: see ``acknowledgement``.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -52,6 +55,54 @@ def chat_prompt(
     messages += [{"role": role, "content": text} for role, text in history]
     messages.append({"role": "user", "content": with_notes(notes, user_text)})
     return ChatPrompt(messages, NOTES_REPLY_PREFIX if notes else "")
+
+
+ACKNOWLEDGE_PREFIX = "Got it: "
+SAID_BACK_CHARACTERS = 240  # a longer statement is said back up to a sentence end before this
+# The first person turned to the second, for repeating back what the user said.
+_TO_SECOND_PERSON = {
+    "i am": "you are",
+    "i was": "you were",
+    "i": "you",
+    "i'm": "you're",
+    "i've": "you've",
+    "i'd": "you'd",
+    "i'll": "you'll",
+    "me": "you",
+    "my": "your",
+    "mine": "yours",
+    "myself": "yourself",
+    "we": "you",
+    "we're": "you're",
+    "our": "your",
+    "ours": "yours",
+    "us": "you",
+}
+_SAID_BY_THE_USER = re.compile(r"\b(i|i'm|i've|i'd|i'll|my|we|we're|our)\b", re.I)
+# Tried in the order above, so "I am" is turned before "I".
+_PERSON_WORD = re.compile(r"\b(" + "|".join(map(re.escape, _TO_SECOND_PERSON)) + r")\b", re.I)
+_SENTENCE_START = re.compile(r"([.!]\s+)([a-z])")
+
+
+def acknowledgement(statement: str) -> str:
+    """The reply to a message that tells something: the statement said back in the second
+    person, from where its first person begins ("Let me tell you that my dog is Rex." ->
+    "Got it: your dog is Rex.").
+
+    Chosen by measurement on the starter (`python bench/acknowledge.py`, 40 held-out
+    statements): the model's own reply named the told value and no other 0.30 of the time,
+    0.35 begun "Got it. ", 0.65 after one worked turn; what it added after a said-back
+    statement was mostly "I'm sorry for any confusion.". Said back, the value is right, the
+    user sees what was kept, and the reply is instant.
+    """
+    start = _SAID_BY_THE_USER.search(statement)
+    said = " ".join(statement[start.start() if start else 0 :].split())
+    if len(said) > SAID_BACK_CHARACTERS:
+        cut = max(said.rfind(end, 0, SAID_BACK_CHARACTERS) for end in (". ", "! "))
+        said = said[: cut + 1] if cut > 0 else said[:SAID_BACK_CHARACTERS] + "…"
+    said = _PERSON_WORD.sub(lambda m: _TO_SECOND_PERSON[m.group(0).lower()], said)
+    said = _SENTENCE_START.sub(lambda m: m.group(1) + m.group(2).upper(), said)
+    return ACKNOWLEDGE_PREFIX + (said if said.endswith((".", "!", "…")) else f"{said}.")
 
 
 # Tasks about a note, as the recall corpus's transcripts ask them (sleep writes its own).

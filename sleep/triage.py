@@ -1,11 +1,14 @@
 """N2, light sleep: the day's turns become the notes the night learns from (DESIGN.md §3).
 
-The user's statements about themselves (small talk, thanks and questions to
-the assistant hold nothing to remember), in the order said, repeats collapsed,
+The user's statements about themselves (small talk, thanks, questions and
+requests to the assistant hold nothing to remember), in the order said, repeats
+collapsed,
 and any note too long for the teacher's context split at sentence (or word)
 boundaries into pieces that fit, so nothing said is dropped before its epoch
 is shredded. Each note keeps the ids of the turns it came from: a note the
 night did not learn keeps its turns (``wake`` carries them to the next night).
+Chat reads the same notes (``assistant.chat``): what it retrieves before a night
+is what the night learns.
 """
 
 from __future__ import annotations
@@ -17,11 +20,21 @@ from assistant.store.memory import Turn
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _FIRST_PERSON = re.compile(r"\b(i|i'm|i've|i'd|i'll|me|my|mine|we|we're|our|ours|us)\b", re.I)
+# How a request to the assistant begins ("Remind me of what I said today."); a question
+# ends with "?" (one begun "When" or "What" may be a statement: "What I love is jazz.").
+_ASKS = re.compile(
+    r"\W*((can|could|would|will) you|tell|remind|list|show|give|explain|describe"
+    r"|write|summari[sz]e|repeat|recite)\b",
+    re.I,
+)
 
 
 def about_the_user(text: str) -> bool:
-    """A statement in the first person: something the user tells about themselves."""
-    return not text.rstrip().endswith("?") and bool(_FIRST_PERSON.search(text))
+    """A statement in the first person: something the user tells about themselves, with no
+    question or request in it."""
+    text = text.strip()
+    asks = text.endswith("?") or any(_ASKS.match(s) for s in _SENTENCE_END.split(text))
+    return not asks and bool(_FIRST_PERSON.search(text))
 
 
 Notes = dict[str, list[int]]  # each note, in order, and the ids of the turns it came from

@@ -381,7 +381,8 @@ def test_a_note_not_learned_waits_encrypted_for_the_next_night(
     assert nights.files_mentioning(home, ("Zorblax", "Quixotic")) == []
     engine = runtime.load_engine()
     chat = ChatSession(runtime.memory, engine)  # chat still reads it
-    assert chat.index.select("Where do I live?", 3) == [nights.CANARIES[1]]
+    assert chat.notes == [nights.CANARIES[1]]
+    assert nights.CANARIES[1] in chat.prompt("Where do I live?")[0].messages[-1]["content"]
     engine.close()
     runtime.database.close()
     status = CliRunner().invoke(cli, ["sleep", "status"])

@@ -80,4 +80,5 @@ def test_recall_in_context_on_the_starter(home: Path) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["model"] == "smollm2"
-    assert report["overall"]["recall_in_context"] >= 0.6
+    assert report["overall"]["recall_in_context"] >= 0.8
+    assert report["overall"]["world_knowledge_with_notes"] >= 0.95  # no note hijacks them

@@ -69,17 +69,19 @@ async def test_message_gets_a_streamed_reply_and_is_remembered(model_home):
     app = AssistantApp(runtime)
     async with app.run_test(size=(120, 40)) as pilot:
         prompt = await ready(pilot)
-        assert "unconsolidated memories: 0" in status_text(app)
+        assert "things told, not yet learned: 0" in status_text(app)
+        assert sidebar_labels(app) == ["New conversation"]
         prompt.focus()
-        await pilot.press(*"My cat is Mittens", "shift+enter", *"second line")
-        assert prompt.text == "My cat is Mittens\nsecond line"
+        await pilot.press(*"Tell me a story", "shift+enter", *"about a cat")
+        assert prompt.text == "Tell me a story\nabout a cat"
         await pilot.press("enter")
         await wait_until(pilot, lambda: not app._replying and len(app.query(MessageView)) == 2)
         user, reply = app.query(MessageView)
-        assert user.text == "My cat is Mittens\nsecond line"
+        assert user.text == "Tell me a story\nabout a cat"
         assert reply.role == "assistant" and reply.text.strip()
-        await wait_until(pilot, lambda: "unconsolidated memories: 2" in status_text(app))
+        assert "things told, not yet learned: 0" in status_text(app)  # a request tells nothing
         assert "model: tiny" in status_text(app)
+        assert sidebar_labels(app) == ["Tell me a story about a cat  (2 turns)"]
         assert prompt.text == ""
 
         app.action_copy_message()
@@ -90,6 +92,77 @@ async def test_message_gets_a_streamed_reply_and_is_remembered(model_home):
         assert len(app.query(MessageView)) == 0
         assert app.session.conversation_id != user_conversation(runtime)
     assert runtime.memory.count() == 2
+
+
+@pytest.mark.slow
+async def test_a_fact_told_is_read_back_in_this_conversation_and_in_new_ones(home):
+    """On the starter: told a fact, chat says it back; asked about it here, in a new
+    conversation, and in another after that question was asked, it answers from the
+    statement, never from the earlier question."""
+    app = AssistantApp(Runtime())
+    question = "What is my daughter called?"
+    async with app.run_test(size=(120, 40)) as pilot:
+        prompt = await ready(pilot)
+        replies = []
+        for new_conversation, said in [
+            (False, "My daughter's name is Elowen and she is seven."),
+            (False, question),
+            (True, question),
+            (True, question),
+        ]:
+            if new_conversation:
+                await pilot.press("ctrl+n")
+                await wait_until(pilot, lambda: len(app.query(MessageView)) == 0)
+            prompt.focus()
+            await pilot.press(*said, "enter")
+            await wait_until(pilot, lambda: not app._replying and app.query(MessageView))
+            await wait_until(pilot, lambda: app.query(MessageView)[-1].role == "assistant")
+            replies.append(app.query(MessageView)[-1].text)
+    assert replies[0] == "Got it: your daughter's name is Elowen and she is seven."
+    for reply in replies:
+        assert "Elowen" in reply and question not in reply, replies
+
+
+def sidebar_labels(app: AssistantApp) -> list[str]:
+    return [str(label.content) for label in app.query("#conversations Label")]
+
+
+async def test_a_message_sent_during_a_reply_is_answered_after_it(model_home):
+    import threading
+
+    runtime = Runtime()
+    app = AssistantApp(runtime)
+    async with app.run_test(size=(120, 40)) as pilot:
+        prompt = await ready(pilot)
+        typed = threading.Event()  # the reply streams its first piece, then waits for typing
+        stream = app.engine.stream
+
+        def stream_held(*args, **kwargs):
+            for i, piece in enumerate(stream(*args, **kwargs)):
+                yield piece
+                if i == 0:
+                    typed.wait(timeout=60)
+
+        app.engine.stream = stream_held
+        prompt.focus()
+        await pilot.press(*"Tell me a long story.", "enter")
+        await wait_until(pilot, lambda: app._replying)
+        await pilot.press(*"My cat is called Mittens.", "enter")  # typed while it streams
+        assert app._replying and "1 waiting" in status_text(app)
+        assert prompt.text == ""
+        typed.set()
+        await wait_until(pilot, lambda: not app._replying and len(app.query(MessageView)) == 4)
+        views = [(v.role, v.text) for v in app.query(MessageView)]
+        assert [role for role, _ in views] == ["user", "assistant", "user", "assistant"]
+        assert views[2:] == [
+            ("user", "My cat is called Mittens."),
+            ("assistant", "Got it: your cat is called Mittens."),
+        ]
+        assert "things told, not yet learned: 1" in status_text(app)
+        assert "waiting" not in status_text(app)
+    stored = runtime.memory.conversation(app.session.conversation_id)
+    assert [(t.role, t.text) for t in stored][2:] == views[2:]
+    assert stored[1].text == views[1][1].strip()
 
 
 def user_conversation(runtime: Runtime) -> int:
@@ -126,7 +199,7 @@ async def test_the_next_start_shows_the_night_report_once_and_loads_the_expert(h
             titles = [n.title for n in app._notifications]
             assert ("While you were away" in titles) is first_start
             assert "experts: 1" in status_text(app)
-            assert "unconsolidated memories: 0" in status_text(app)
+            assert "things told, not yet learned: 0" in status_text(app)
 
 
 @pytest.mark.slow

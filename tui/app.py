@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable
 
 from textual import events, on, work
@@ -54,6 +55,7 @@ class AssistantApp(App):
         self._last_beat = float("-inf")
         self._stop = threading.Event()
         self._replying = False
+        self._waiting: deque[str] = deque()  # sent while a reply streamed: answered in turn
         self.sensors = Sensors()
         self._night = None  # the `sleep auto` process this app started, while it runs
 
@@ -229,20 +231,25 @@ class AssistantApp(App):
         if current is not None and current not in ids:
             ids.append(current)
         counts = {c.id: c.turn_count for c in conversations}
+        titles = self.runtime.memory.first_messages()  # decrypted here, shown, never stored
         for conversation_id in reversed(ids):
-            label = f"#{conversation_id}  ({counts.get(conversation_id, 0)} turns)"
+            count = counts.get(conversation_id, 0)
+            title = _title(titles.get(conversation_id, ""))
+            label = f"{title}  ({count} turn{'s' * (count != 1)})" if count else title
             listing.append(ListItem(Label(label), name=str(conversation_id)))
 
     def _refresh_status(self) -> None:
         model = self.runtime.models.active()
         experts = len(self.engine.experts) if self.engine else 0
-        memories = self.runtime.memory.count()
+        notes = len(self.session.notes) if self.session else 0
         text = (
             f"model: {model.name if model else '-'}  |  experts: {experts}"
-            f"  |  unconsolidated memories: {memories}"
+            f"  |  things told, not yet learned: {notes}"
         )
         if self._replying:
             text += "  |  replying (Esc stops)"
+        if self._waiting:
+            text += f"  |  {len(self._waiting)} waiting"
         self.query_one("#status", Static).update(text)
 
     @on(ListView.Selected, "#conversations")
@@ -259,9 +266,6 @@ class AssistantApp(App):
     # -- replying ------------------------------------------------------------
     @on(PromptInput.Submitted)
     def _send(self, event: PromptInput.Submitted) -> None:
-        if self._replying or self.session is None:
-            self.notify("Wait for the reply to finish (Esc stops it).", severity="warning")
-            return
         try:
             validate_message(event.text)
         except AssistantError as error:
@@ -269,14 +273,21 @@ class AssistantApp(App):
             self.show_error(error)
             return
         messages = self.query_one("#messages", VerticalScroll)
-        reply = MessageView("assistant")
         messages.mount(MessageView("user", event.text))
-        messages.mount(reply)
         messages.scroll_end(animate=False)
+        if self._replying:  # answered once the reply being written ends
+            self._waiting.append(event.text)
+            self._refresh_status()
+            return
+        self._start_reply(event.text)
+
+    def _start_reply(self, text: str) -> None:
+        reply = MessageView("assistant")
+        self.query_one("#messages", VerticalScroll).mount(reply)
         self._replying = True
         self._stop.clear()
         self._refresh_status()
-        self._reply(event.text, reply, Markdown.get_stream(reply))
+        self._reply(text, reply, Markdown.get_stream(reply))
 
     @work(thread=True, exclusive=True, group="reply")
     def _reply(self, text: str, view: MessageView, stream) -> None:
@@ -311,6 +322,9 @@ class AssistantApp(App):
         if not view.text.strip():
             view.remove()
         self.query_one("#messages", VerticalScroll).scroll_end(animate=False)
+        if self._waiting:
+            self._start_reply(self._waiting.popleft())
+            return
         self._refresh_sidebar()
         self._refresh_status()
 
@@ -376,6 +390,17 @@ class AssistantApp(App):
             "Move to the conversation list",
             lambda: self.query_one("#conversations").focus(),
         )
+
+
+TITLE_CHARACTERS = 28
+
+
+def _title(first_message: str) -> str:
+    """A conversation's name in the list: its first message, cut short."""
+    words = " ".join(first_message.split())
+    if not words:
+        return "New conversation"
+    return words if len(words) <= TITLE_CHARACTERS else words[: TITLE_CHARACTERS - 1] + "…"
 
 
 def run_app(runtime: Runtime) -> None:

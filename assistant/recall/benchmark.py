@@ -381,11 +381,14 @@ class RecallBenchmark:
         stage.seconds = round(time.perf_counter() - started, 3)
         return stage
 
-    def world_knowledge(self, questions: Sequence[WorldQuestion]) -> list[WorldQuestion]:
-        """The general questions answered right, closed book, in fresh conversations."""
+    def world_knowledge(
+        self, questions: Sequence[WorldQuestion], with_memories: bool = False
+    ) -> list[WorldQuestion]:
+        """The general questions answered right in fresh conversations (closed book, or with
+        the day's memories there for chat to retrieve: a note must not hijack them)."""
         right = []
         for item in questions:
-            answer = self.session(with_memories=False).answer(item.question)
+            answer = self.session(with_memories).answer(item.question)
             if any(mentions(answer, expected) for expected in item.answers):
                 right.append(item)
         return right
@@ -450,6 +453,7 @@ class RecallBenchmark:
             questions = night_questions(night, current, earlier, told)
             self.progress(f"night {n}: asking with the day's memories in context")
             stages["ask_in_context"] = self.ask(questions.in_context, tally, with_memories=True)
+            with_notes = self.world_knowledge(known, with_memories=True)
             self.progress(f"night {n}: asking closed book before consolidation")
             stages["ask_closed_book_before"] = self.ask(questions.before, tally, False)
             started = time.perf_counter()
@@ -461,7 +465,7 @@ class RecallBenchmark:
             drift = _drift(slice_before, self.drift_slice())
             stages["drift"] = Stage(seconds=round(time.perf_counter() - started, 3))
             kept = self.world_knowledge(known)
-            world_retained = round(len(kept) / len(known), 4) if known else None
+            world_retained = _share(kept, known)
             earlier += night.facts + night.updates
             overall.merge(tally)
             reports.append(
@@ -473,6 +477,7 @@ class RecallBenchmark:
                     **tally.rates(),
                     "by_wording": tally.rates_by_wording(),
                     "world_knowledge_retained": world_retained,
+                    "world_knowledge_with_notes": _share(with_notes, known),
                     "night_seconds": stages["consolidate"].seconds,
                     "notes_committed": consolidation.get("notes_committed"),
                     "drift": drift["all"],
@@ -490,6 +495,9 @@ class RecallBenchmark:
                 **overall.rates(),
                 "by_wording": overall.rates_by_wording(),
                 "world_knowledge_retained": reports[-1]["world_knowledge_retained"],
+                "world_knowledge_with_notes": min(r["world_knowledge_with_notes"] for r in reports)
+                if known
+                else None,
                 "world_knowledge_asked": len(known),
                 "night_seconds": [report["night_seconds"] for report in reports],
                 "notes_committed": [report["notes_committed"] for report in reports],
@@ -513,6 +521,10 @@ class RecallBenchmark:
             self.close_engine()
         report["raw_turns_left"] = memory.count()
         return report
+
+
+def _share(part: Sequence, whole: Sequence) -> float | None:
+    return round(len(part) / len(whole), 4) if whole else None
 
 
 def _perplexity(total: list[float]) -> float:

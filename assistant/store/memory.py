@@ -320,6 +320,11 @@ class MemoryStore:
     def conversation(self, conversation_id: int) -> list[Turn]:
         return self._read("WHERE conversation_id = ?", [conversation_id])
 
+    def first_messages(self) -> dict[int, str]:
+        """Each conversation's first turn, decrypted: what names it in a list."""
+        firsts = "SELECT min(id) FROM turns GROUP BY conversation_id"
+        return {t.conversation_id: t.text for t in self._read(f"WHERE id IN ({firsts})")}
+
     def count(self) -> int:
         return int(self.database.execute("SELECT count(*) FROM turns").fetchone()[0])
 

@@ -46,20 +46,27 @@ class ChatSession:
         self.max_reply_tokens = max_reply_tokens
         self.temperature = temperature
         self.usage = Usage()
-        self.with_memories = with_memories
         self.conversation_id = conversation_id or store.new_conversation()
         self.history: list[Turn] = store.conversation(self.conversation_id)
-        self._day = store.unconsolidated() if with_memories else []  # what notes come from
+        # The turns notes come from (None: closed book), and their index once built.
+        self._day: list[Turn] | None = store.unconsolidated() if with_memories else None
+        self._index: MemoryIndex | None = None
 
     @property
     def notes(self) -> list[str]:
         """Today's notes, not yet learned, in the order said."""
-        return list(day_notes(self._day))
+        return list(self._notes_index().notes)
+
+    def _notes_index(self) -> MemoryIndex:
+        """Built when first needed and again only after a new statement, not per message."""
+        if self._index is None:
+            self._index = MemoryIndex(list(day_notes(self._day or [])))
+        return self._index
 
     def prompt(self, text: str) -> tuple[ChatPrompt, list[int]]:
         """The longest prompt that fits, as (layout, tokens): drop oldest turns, then notes."""
         budget = self.engine.n_ctx - self.max_reply_tokens
-        notes = MemoryIndex(self.notes).select(text, NOTES_PER_MESSAGE)
+        notes = self._notes_index().select(text, NOTES_PER_MESSAGE)
         history = [(t.role, t.text) for t in self.history]
         while True:
             prompt = chat_prompt(notes, history, text)
@@ -90,8 +97,9 @@ class ChatSession:
             prompt, tokens = self.prompt(text)  # refuses a message too long before storing it
         said = self.store.append(self.conversation_id, "user", text)
         self.history.append(said)
-        if self.with_memories:
+        if telling and self._day is not None:  # only a statement is a note
             self._day.append(said)
+            self._index = None
         if telling:
             reply = acknowledgement(text)
             on_piece(reply)

@@ -70,7 +70,7 @@ async def test_message_gets_a_streamed_reply_and_is_remembered(model_home):
     async with app.run_test(size=(120, 40)) as pilot:
         prompt = await ready(pilot)
         assert "things told, not yet learned: 0" in status_text(app)
-        assert sidebar_labels(app) == ["New conversation"]
+        await sidebar_shows(pilot, ["New conversation"])
         prompt.focus()
         await pilot.press(*"Tell me a story", "shift+enter", *"about a cat")
         assert prompt.text == "Tell me a story\nabout a cat"
@@ -81,7 +81,7 @@ async def test_message_gets_a_streamed_reply_and_is_remembered(model_home):
         assert reply.role == "assistant" and reply.text.strip()
         assert "things told, not yet learned: 0" in status_text(app)  # a request tells nothing
         assert "model: tiny" in status_text(app)
-        assert sidebar_labels(app) == ["Tell me a story about a cat  (2 turns)"]
+        await sidebar_shows(pilot, ["Tell me a story about a cat  (2 turns)"])
         assert prompt.text == ""
 
         app.action_copy_message()
@@ -125,6 +125,14 @@ async def test_a_fact_told_is_read_back_in_this_conversation_and_in_new_ones(hom
 
 def sidebar_labels(app: AssistantApp) -> list[str]:
     return [str(label.content) for label in app.query("#conversations Label")]
+
+
+async def sidebar_shows(pilot, labels: list[str]) -> None:
+    """The list redraws by mounting, a few frames after the change that redraws it."""
+    try:
+        await wait_until(pilot, lambda: sidebar_labels(pilot.app) == labels, timeout=10)
+    except AssertionError:
+        assert sidebar_labels(pilot.app) == labels
 
 
 async def test_a_message_sent_during_a_reply_is_answered_after_it(model_home):

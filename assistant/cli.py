@@ -108,11 +108,10 @@ def key() -> None:
 def key_rotate() -> None:
     """Replace the memory key (a passphrase store asks for a new passphrase) and shred the
     old one. Waits for no sleep: it refuses while one runs."""
-    from assistant.sleep.state import SleepLock
     from assistant.store.rotate import rotate_master_key
 
     runtime = _runtime()
-    with SleepLock(runtime.paths.sleep_lock):
+    with runtime.exclusive("a key rotation"):
         rotate_master_key(runtime.database, runtime.paths.key_file, runtime.passphrase_prompt)
     click.echo(f"New memory key in place ({runtime.database.get_meta('key_source')});")
     click.echo("the old key no longer opens your memory. Reopen any open chat window.")
@@ -220,7 +219,7 @@ def model_use(name: str) -> None:
     from assistant.sleep.state import sleep_held_off
 
     runtime = _runtime()
-    with sleep_held_off(runtime.paths.sleep_lock, runtime.database, "switching models"):
+    with sleep_held_off(runtime, "switching models"):
         runtime.models.use(name)
     click.echo(f"Now using {name}.")
 
@@ -236,7 +235,7 @@ def model_rm(name: str, yes: bool) -> None:
     runtime.models.get(name)
     if not yes:
         click.confirm(f"Remove {name} and every expert learned on it?", abort=True)
-    with sleep_held_off(runtime.paths.sleep_lock, runtime.database, f"removing {name}"):
+    with sleep_held_off(runtime, f"removing {name}"):
         runtime.models.remove(name)
     click.echo(f"Removed {name}.")
 

@@ -50,8 +50,9 @@ class Paths:
         return self.data_dir / "checkpoints"
 
     @property
-    def sleep_lock(self) -> Path:
-        """Held by whatever changes the experts: a sleep, a reset, an import."""
+    def writer_lock(self) -> Path:
+        """Held by whatever changes what a night depends on (``assistant.store.lock``); the
+        name is from when only a sleep took it, kept so versions agree on one lock."""
         return self.data_dir / "sleep.lock"
 
     @property

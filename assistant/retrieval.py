@@ -52,7 +52,7 @@ _SAME_THING = (
     "job occupation profession career",
     "employer employ company work",
     "partner married spouse husband wife",
-    "live home hometown city town address",
+    "live home city town address",
     "birthday born",
     "car drive vehicle",
     "favourite like love enjoy prefer",

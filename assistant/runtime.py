@@ -20,6 +20,7 @@ from assistant.store.keys import (
     mark_all_sealed,
     unlock,
 )
+from assistant.store.lock import StoreBusyError, WriterLock
 from assistant.store.memory import MemoryStore
 
 
@@ -60,16 +61,21 @@ class Runtime:
     def _seal_records_from_before(self, store: MemoryStore) -> None:
         """Seal the sleep rows and experts an older version wrote unsealed, once; the key
         check then records it, and from then on an unsealed one is refused as an edit."""
-        from assistant.sleep.state import SleepBusyError, SleepLock, SleepLog
+        from assistant.sleep.state import SleepLog
 
         try:
-            with SleepLock(self.paths.sleep_lock):
+            with self.exclusive("sealing older records"):
                 SleepLog.seal_rows_from_before(self.database, store)
                 if self.experts.seal_plaintext(store):
                     self.notice("Sealed the experts learned before experts were encrypted.")
                 mark_all_sealed(self.database, self.master_key)
-        except SleepBusyError:
+        except StoreBusyError:
             pass  # the process holding the lock (a sleep) does it
+
+    def exclusive(self, doing: str) -> WriterLock:
+        """The writer lock, for ``doing`` ("a sleep", "an adapter reset"): one process at a
+        time changes what a night depends on. Raises StoreBusyError naming what holds it."""
+        return WriterLock(self.paths.writer_lock, doing)
 
     def require_model(self) -> ModelRecord:
         """The active model; with none registered yet, the packaged starter, registered now."""

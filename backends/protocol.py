@@ -1,4 +1,4 @@
-"""The interface the sleep runner trains through, the same for torch and MLX (DESIGN.md §10).
+"""The interface the sleep runner trains through, the same for torch and MLX.
 
 Only token ids, numpy arrays and adapters held in memory cross it, so the runner never imports
 a training framework. The "teacher" is the model before tonight's sleep (base

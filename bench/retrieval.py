@@ -31,8 +31,8 @@ def measure(seed: int, facts: int, updates: int) -> dict:
     )[0]
     said = [text for turns in day.conversations for text in turns]
     index = MemoryIndex([text for text in said if about_the_user(text)])
-    # Each fact's latest statement: the one naming its value (an update's comes last).
-    latest = {f.slot.key: next(t for t in said if f.value in t) for f in day.facts + day.updates}
+    # Each fact's latest statement (an update's comes last, so it wins).
+    latest = {fact.slot.key: text for fact, text in day.statements.items()}
     right = asked = 0
     misses = []
     for fact in day.facts:

@@ -54,8 +54,8 @@ def sleep_if_due(
     """
     from assistant.sleep.options import SleepOptions, stop_on_signals
     from assistant.sleep.runner import SleepRunner
-    from assistant.sleep.state import SleepBusyError
     from assistant.store.keys import PASSPHRASE_ENV, unattended
+    from assistant.store.lock import StoreBusyError
 
     verdict = evaluate(runtime.config, runtime.database, runtime.paths.data_dir, sensors)
     if not verdict.holds:
@@ -72,8 +72,8 @@ def sleep_if_due(
         with stop_on_signals(progress) as signalled:
             options = SleepOptions(should_stop=lambda: signalled() or watch())
             report = SleepRunner(runtime, options, progress).run()
-    except SleepBusyError:
-        return log(runtime, "not sleeping: another sleep is running")
+    except StoreBusyError as busy:
+        return log(runtime, f"not sleeping: {busy.holder} is running")
     return log(
         runtime,
         f"sleep {report.sleep_id}: {report.outcome}"
@@ -87,10 +87,10 @@ def sleep_through_app(runtime: Runtime, sensors: Sensors) -> subprocess.Popen | 
     Returns the process, or None when there is nothing to start (or nothing to train with:
     then it logs why, as ``sleep_if_due`` would, rather than start a child that only says so).
     """
-    from assistant.sleep.state import sleep_running
+    from assistant.store import lock
     from assistant.store.keys import unattended
 
-    if unattended(runtime.database) or sleep_running(runtime.paths.sleep_lock):
+    if unattended(runtime.database) or lock.holder(runtime.paths.writer_lock):
         return None
     if not evaluate(runtime.config, runtime.database, runtime.paths.data_dir, sensors).holds:
         return None

@@ -1,4 +1,4 @@
-"""A paused night's work on disk, so the next run picks up where it stopped (DESIGN.md §9).
+"""A paused night's work on disk, so the next run picks up where it stopped.
 
 What a night has built (probes: questions about the day's memories and their
 answers; lessons: their token ids; the expert's weights and optimizer state)

@@ -1,4 +1,4 @@
-"""N3 lessons and the training loop: what the student learns from, batch by batch (DESIGN.md §7).
+"""N3 lessons and the training loop: what the student learns from, batch by batch.
 
 Teacher = the model before tonight *with the note in context*; student = the
 same model plus the new expert *without it*. A lesson is the student's prompt,

@@ -1,4 +1,4 @@
-"""The sleep runner: sequences N1 → N2 → N3 → verify → wake-up, crash-safe (DESIGN.md §3, §7).
+"""The sleep runner: sequences N1 → N2 → N3 → verify → wake-up, crash-safe.
 
 Each stage is a module: ``transition`` (N1), ``triage`` (N2), ``seeding`` (N3),
 ``verify`` and ``wake``. Nothing is deleted before the new expert is committed
@@ -30,6 +30,7 @@ from assistant.sleep.report import (
     SleepReport,
 )
 from assistant.sleep.transition import begin_night
+from assistant.store import lock
 
 # Share of the budget for everything before verification; the rest verifies and wakes up.
 LEARNING_SHARE = 0.9
@@ -57,9 +58,9 @@ class SleepRunner:
     # -- the whole night ---------------------------------------------------------
     def run(self) -> SleepReport:
         """One sleep (or the completion or resumption of an interrupted one). Raises
-        SleepBusyError if another sleep holds the lock."""
+        StoreBusyError if another sleep (or a reset, an import...) holds the writer lock."""
         self.experts_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with state.SleepLock(self.runtime.paths.sleep_lock):
+        with self.runtime.exclusive(lock.SLEEP):
             self.runtime.experts.finish_removals()
             finished, paused = self._recover()
             self._remove_orphans()
@@ -114,7 +115,7 @@ class SleepRunner:
         if report.outcome == KEPT:
             self.checkpoints.discard(sleep_id)
             return self._finish_without_commit(report)
-        sealed_report = store.seal(f"sleep-report:{sleep_id}", report.to_json())
+        sealed_report = self.log.seal_report(report)
         if report.outcome == NOTHING_NEW:
             self.log.advance(sleep_id, state.SHREDDING, report=sealed_report)
         else:
@@ -145,7 +146,7 @@ class SleepRunner:
             report.sleep_id,
             stage,
             outcome=report.outcome,
-            report=self.runtime.memory.seal(f"sleep-report:{report.sleep_id}", report.to_json()),
+            report=self.log.seal_report(report),
         )
         return report
 

@@ -1,4 +1,4 @@
-"""N3, deep sleep: knowledge seeding for one night (DESIGN.md §7).
+"""N3, deep sleep: knowledge seeding for one night.
 
 1. Probes: for each note, the teacher's questions (and the reverse direction),
    answered by the teacher with the note in context; two per note are held out

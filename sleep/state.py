@@ -30,12 +30,16 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from assistant.errors import AssistantError, TamperedError
-from assistant.store.db import Database
+from assistant.sleep.report import SleepReport
+from assistant.store.db import Database, now
+from assistant.store.lock import SLEEP, StoreBusyError
 from assistant.store.memory import MemoryStore
+
+if TYPE_CHECKING:
+    from assistant.runtime import Runtime
 
 COLLECTING, LEARNING, PAUSED, VERIFIED, COMMITTED, SHREDDING, DONE = (
     "collecting",
@@ -50,14 +54,6 @@ COLLECTING, LEARNING, PAUSED, VERIFIED, COMMITTED, SHREDDING, DONE = (
 AFTER_VERIFICATION = (VERIFIED, COMMITTED, SHREDDING)
 # An interrupted sleep that had not verified is closed with this outcome and started afresh.
 ABANDONED = "abandoned"
-
-
-class SleepBusyError(AssistantError):
-    hint = "Wait for it to finish (see `assistant sleep status`), then run it again if needed."
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -90,6 +86,16 @@ class SleepLog:
 
     def _seal(self, sleep_id: int, state: dict[str, object]) -> bytes:
         return _seal_state(self.store, sleep_id, state)
+
+    def report(self, row: SleepRow) -> SleepReport | None:
+        """The night's report, unsealed; None before the night has written one."""
+        if row.report is None:
+            return None
+        return SleepReport.from_json(self.store.unseal(f"sleep-report:{row.id}", row.report))
+
+    def seal_report(self, report: SleepReport) -> bytes:
+        """The report as the ``report`` column holds it, sealed under the master key."""
+        return self.store.seal(f"sleep-report:{report.sleep_id}", report.to_json())
 
     @staticmethod
     def seal_rows_from_before(database: Database, store: MemoryStore) -> None:
@@ -200,43 +206,23 @@ def _blob(value: bytes | None) -> bytes | None:
     return None if value is None else bytes(value)
 
 
-class SleepLock:
-    """An OS file lock: released by the kernel if the process dies, so it never goes stale."""
-
-    def __init__(self, path: Path) -> None:
-        from filelock import FileLock
-
-        self.path = path
-        self._lock = FileLock(path, mode=0o600)
-
-    def __enter__(self) -> SleepLock:
-        from filelock import Timeout
-
-        try:
-            self._lock.acquire(timeout=0)
-        except Timeout:
-            raise SleepBusyError("Another sleep is already running for this memory.") from None
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._lock.release()
-
-
 @contextmanager
-def sleep_held_off(lock_path: Path, database: Database, change: str) -> Iterator[None]:
+def sleep_held_off(runtime: Runtime, change: str) -> Iterator[None]:
     """Make a change a night depends on (the active model, its experts) with no night
     running and none waiting to commit: a night learns on one model from start to commit."""
     try:
-        lock = SleepLock(lock_path).__enter__()
-    except SleepBusyError:
-        raise SleepBusyError(
+        lock = runtime.exclusive(change).__enter__()
+    except StoreBusyError as busy:
+        if busy.holder != SLEEP:
+            raise
+        raise AssistantError(
             f"A sleep is running, so {change} has to wait: the night learns on the model it"
             " started with.",
             hint="Wait for it to end (`assistant sleep status`) or stop it, then run this again.",
         ) from None
     try:
         marks = ",".join("?" * len(AFTER_VERIFICATION))
-        waiting = database.execute(
+        waiting = runtime.database.execute(
             f"SELECT id FROM sleeps WHERE stage IN ({marks})", list(AFTER_VERIFICATION)
         ).fetchone()
         if waiting:
@@ -248,12 +234,3 @@ def sleep_held_off(lock_path: Path, database: Database, change: str) -> Iterator
         yield
     finally:
         lock.__exit__()
-
-
-def sleep_running(lock_path: Path) -> bool:
-    """Whether a sleep (or a reset or import) holds the lock right now."""
-    try:
-        with SleepLock(lock_path):
-            return False
-    except SleepBusyError:
-        return True

@@ -47,10 +47,9 @@ SHOWN_META_KEY = "sleep_report_shown"
 
 
 def _last_report(runtime: Runtime) -> tuple[SleepRow | None, SleepReport | None]:
-    row = SleepLog(runtime.database, runtime.memory).last_finished()
-    if row is None or row.report is None:
-        return row, None
-    return row, SleepReport.from_json(runtime.memory.unseal(f"sleep-report:{row.id}", row.report))
+    log = SleepLog(runtime.database, runtime.memory)
+    row = log.last_finished()
+    return row, (log.report(row) if row else None)
 
 
 def unseen_report(runtime: Runtime) -> SleepReport | None:

@@ -1,4 +1,4 @@
-"""N1, the transition into sleep: the day's memories are sealed off (DESIGN.md §3).
+"""N1, the transition into sleep: the day's memories are sealed off.
 
 The open epoch is sealed (a high-water mark: what is said from now on waits for
 the next night) and the epochs to consolidate are recorded in the sleep's row

@@ -1,4 +1,4 @@
-"""N2, light sleep: the day's turns become the notes the night learns from (DESIGN.md §3).
+"""N2, light sleep: the day's turns become the notes the night learns from.
 
 The user's statements about themselves (small talk, thanks, questions and
 requests to the assistant hold nothing to remember), in the order said, repeats

@@ -1,4 +1,4 @@
-"""Verification before commit (DESIGN.md §7 step 6), judged by the facts the answers carry.
+"""Verification before commit, judged by the facts the answers carry.
 
 With tonight's candidate expert and no notes, the assistant must not name any
 of today's values when asked about something never told, must still name the

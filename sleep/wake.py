@@ -1,4 +1,4 @@
-"""Wake-up: commit the verified expert, then shred the consolidated epochs (DESIGN.md §3, §9).
+"""Wake-up: commit the verified expert, then shred the consolidated epochs.
 
 The expert's registry row, its kept probes and the stage change are one
 transaction; the epochs are deleted only after it, each in one transaction that
@@ -23,6 +23,7 @@ from assistant.sleep import probes, state
 from assistant.sleep.probes import Probe
 from assistant.sleep.report import CONSOLIDATED, SleepReport
 from assistant.store import vault
+from assistant.store.db import now
 from assistant.store.vault import SealedExpert
 
 
@@ -89,7 +90,7 @@ def wake(runtime: Runtime, log: state.SleepLog, sleep_id: int, expert_dir: Path)
     the consolidated epochs, and finish the night's row."""
     store = runtime.memory
     row = log.get(sleep_id)
-    report = SleepReport.from_json(store.unseal(f"sleep-report:{sleep_id}", row.report))
+    report = log.report(row)  # sealed before the night reached a stage that wakes
     report.outcome = report.outcome or CONSOLIDATED
     if row.stage == state.VERIFIED:
         _commit(runtime, log, row, report, expert_dir)
@@ -102,7 +103,7 @@ def wake(runtime: Runtime, log: state.SleepLog, sleep_id: int, expert_dir: Path)
         sleep_id,
         state.DONE,
         outcome=report.outcome,
-        report=store.seal(f"sleep-report:{sleep_id}", report.to_json()),
+        report=log.seal_report(report),
         probes=None,
     )
     return report
@@ -129,7 +130,7 @@ def _commit(
             expert.hashes,
             expert.config()["r"],
             sleep_id=row.id,
-            created_at=state.now(),
+            created_at=now(),
         )
         database.execute("UPDATE sleeps SET expert_key = NULL WHERE id = ?", [row.id])
         database.execute(
@@ -141,5 +142,5 @@ def _commit(
             row.id,
             state.COMMITTED,
             expert_id=expert_id,
-            report=store.seal(f"sleep-report:{row.id}", report.to_json()),
+            report=log.seal_report(report),
         )

@@ -67,15 +67,39 @@ def test_model_add_list_use_rm(home, tiny_llama, tiny_qwen2):
     ] == ["one"]
 
 
+def test_a_command_turned_away_is_told_what_holds_the_writer_lock(home, tiny_llama):
+    from assistant.runtime import Runtime
+    from assistant.store import lock
+
+    runner = CliRunner()
+    assert runner.invoke(cli, ["model", "add", str(tiny_llama), "--name", "one"]).exit_code == 0
+    runtime = Runtime()
+    path = runtime.paths.writer_lock
+    assert lock.holder(path) is None
+    with runtime.exclusive("an adapter import"):
+        assert lock.holder(path) == "an adapter import"  # not a sleep: the app stays awake
+        refused = runner.invoke(cli, ["adapters", "reset", "--all", "--yes"])
+        assert refused.exit_code == 1
+        assert "An adapter import is running, so an adapter reset has to wait." in refused.output
+        with pytest.raises(lock.StoreBusyError, match="Another adapter import is already"):
+            runtime.exclusive("an adapter import").__enter__()
+    assert lock.holder(path) is None
+    assert runner.invoke(cli, ["adapters", "reset", "--all", "--yes"]).output == (
+        "Nothing to forget.\n"
+    )
+    runtime.database.close()
+
+
 def test_the_model_does_not_change_under_a_night(home, tiny_llama, tiny_qwen2):
     from assistant.runtime import Runtime
-    from assistant.sleep.state import SleepLock, SleepLog
+    from assistant.sleep.state import SleepLog
+    from assistant.store.lock import SLEEP
 
     runner = CliRunner()
     assert runner.invoke(cli, ["model", "add", str(tiny_llama), "--name", "one"]).exit_code == 0
     assert runner.invoke(cli, ["model", "add", str(tiny_qwen2), "--name", "two"]).exit_code == 0
     runtime = Runtime()
-    with SleepLock(runtime.paths.sleep_lock):  # a night is running
+    with runtime.exclusive(SLEEP):  # a night is running
         for command in (["model", "use", "two"], ["model", "rm", "one", "--yes"]):
             refused = runner.invoke(cli, command)
             assert refused.exit_code == 1

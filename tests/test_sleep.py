@@ -305,9 +305,9 @@ def _sleep_process(home: Path, crash_at: str | None = None) -> subprocess.Comple
 
 
 def test_a_second_sleep_refuses_while_one_runs(model_home: Path) -> None:
-    from assistant.sleep.state import SleepLock
+    from assistant.store.lock import SLEEP, WriterLock
 
-    with SleepLock(model_home / "data" / "sleep.lock"):
+    with WriterLock(model_home / "data" / "sleep.lock", SLEEP):
         result = _sleep_process(model_home)
     assert result.returncode == 1
     assert "Another sleep is already running" in result.stderr

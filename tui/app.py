@@ -106,11 +106,11 @@ class AssistantApp(App):
         yield Footer()
 
     def on_mount(self) -> None:
-        from assistant.sleep.state import sleep_running
+        from assistant.store import lock
 
         # Asked before the first beat, which wakes a running sleep (`sleep auto` then also
         # waits until the app goes quiet).
-        self._woke_a_sleep = sleep_running(self.runtime.paths.sleep_lock)
+        self._woke_a_sleep = lock.holder(self.runtime.paths.writer_lock) == lock.SLEEP
         self._beat()  # opening the app is a use of it
         self.heartbeat.beat_open()
         if self._woke_a_sleep:
@@ -179,10 +179,10 @@ class AssistantApp(App):
 
     def _check_awake(self) -> None:
         """Once the sleep has stopped: apply whatever it committed and say how it ended."""
-        from assistant.sleep.state import sleep_running
         from assistant.sleep.status import unseen_report
+        from assistant.store import lock
 
-        if sleep_running(self.runtime.paths.sleep_lock):
+        if lock.holder(self.runtime.paths.writer_lock) == lock.SLEEP:
             return
         self._awake_timer.stop()
         self.reload_experts()

@@ -24,8 +24,7 @@ from assistant.models.lora_gguf import gguf_lora, read_peft_adapter
 from assistant.models.peft import PeftAdapter
 from assistant.models.registry import ModelRecord
 from assistant.runtime import Runtime
-from assistant.sleep.state import SleepLock, now
-from assistant.store import vault
+from assistant.store import db, vault
 from assistant.store.db import fsync_directory
 
 EXPORT_INFO = "export.json"  # next to every export: which base and experts it came from
@@ -39,15 +38,12 @@ def summary(runtime: Runtime, expert: ExpertRecord) -> str:
     """A line about what the expert holds, from its night's sealed report (never raw logs)."""
     if expert.sleep_id is None:
         return f"Imported from {expert.origin.removeprefix('import:')}."
-    from assistant.sleep.report import SleepReport
     from assistant.sleep.state import SleepLog
 
-    row = SleepLog(runtime.database, runtime.memory).get(expert.sleep_id)
-    if row.report is None:
+    log = SleepLog(runtime.database, runtime.memory)
+    report = log.report(log.get(expert.sleep_id))
+    if report is None:
         return f"Learned in night {expert.sleep_id}."
-    report = SleepReport.from_json(
-        runtime.memory.unseal(f"sleep-report:{expert.sleep_id}", row.report)
-    )
     learned = "; ".join(report.learned[:3])
     return f"Learned from {report.turns} messages" + (f", e.g. {learned}" if learned else ".")
 
@@ -180,7 +176,7 @@ def reset(runtime: Runtime, ids: Sequence[int] = (), *, everything: bool = False
     A reset killed half-way is finished by the next reset (or sleep).
     """
     model = runtime.require_model()
-    with SleepLock(runtime.paths.sleep_lock):
+    with runtime.exclusive("an adapter reset"):
         if everything:
             experts = runtime.experts.list(model.name)
         else:
@@ -215,7 +211,7 @@ def import_adapter(
     name = f"import-{secrets.token_hex(4)}"
     gguf = gguf_lora(adapter, read_config(hf_dir))
     store = runtime.memory
-    with SleepLock(runtime.paths.sleep_lock):
+    with runtime.exclusive("an adapter import"):
         staging = experts_dir / f".staging-{name}"
         key = vault.new_key()
         hashes = vault.seal_expert(staging, key, adapter, gguf)
@@ -231,7 +227,7 @@ def import_adapter(
                 config["r"],
                 scale=scale,
                 origin=f"import:{source.resolve().name}",
-                created_at=now(),
+                created_at=db.now(),
             )
     return runtime.experts.get(model.name, expert_id)
 

@@ -14,7 +14,6 @@ import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from assistant.errors import ModelError
@@ -23,7 +22,7 @@ from assistant.models.convert import QUANT_TYPES, convert_to_gguf, quantize
 from assistant.models.gguf_import import copy_is_current, dequantize_to_hf, gguf_facts
 from assistant.models.hf_weights import read_config
 from assistant.models.starter import STARTER_NAME, starter_gguf
-from assistant.store.db import Database, retry_while_busy
+from assistant.store.db import Database, now, retry_while_busy
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _HF_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]
@@ -67,10 +66,6 @@ def _record(row: tuple) -> ModelRecord:
     name, source, arch, hf_dir, gguf_path, quant, added = row
     gguf_path = _current_gguf(source, gguf_path)
     return ModelRecord(name, source, arch, Path(hf_dir), Path(gguf_path), quant, added)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def default_name(source: str) -> str:
@@ -146,7 +141,7 @@ class ModelRegistry:
             self.models_dir / name / "hf",
             Path(path).resolve(),
             file_type,
-            _now(),
+            now(),
         )
         self._insert(record)
         return record
@@ -194,7 +189,7 @@ class ModelRegistry:
             final_dir / "hf",
             final_dir / gguf_path.name,
             quant,
-            _now(),
+            now(),
         )
         self._insert(record)
         return record

@@ -132,7 +132,12 @@ class Day:
     updates: list[Fact]  # new values for facts told earlier (tonight or before)
     conversations: list[list[str]]  # what the user says, conversation by conversation
     unknown: list[Slot]  # never told, asked to see the model admit it
-    wordings: dict[Fact, Wording]  # how each fact and update was said
+    statements: dict[Fact, str]  # the turn that told each fact and update
+
+    @property
+    def wordings(self) -> dict[Fact, Wording]:
+        """How each fact and update was said: in its own wording or a frame shared with others."""
+        return {fact: fact.slot.wording(text, fact.value) for fact, text in self.statements.items()}
 
 
 def plan(settings: RecallSettings) -> list[Day]:
@@ -167,12 +172,9 @@ def plan(settings: RecallSettings) -> list[Day]:
         changes = [statement(fact, rng, SPLIT, update=True) for fact in updates]
         if changes:  # told last, after the values they replace
             conversations.append(changes)
-        wordings = {
-            fact: fact.slot.wording(text, fact.value)
-            for fact, text in zip(facts + updates, said + changes, strict=True)
-        }
+        statements = dict(zip(facts + updates, said + changes, strict=True))
         current.update({fact.slot.key: fact for fact in facts + updates})
-        nights.append(Day(facts, updates, conversations, unknown, wordings))
+        nights.append(Day(facts, updates, conversations, unknown, statements))
     return nights
 
 

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeVar
 
@@ -20,6 +21,11 @@ import sqlite_utils
 
 T = TypeVar("T")
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = []
+
+
+def now() -> str:
+    """The time a row records: UTC, to the second, ISO 8601."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def migration(

@@ -16,7 +16,6 @@ import os
 import unicodedata
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import TypeVar
 
 from assistant.errors import (
@@ -26,7 +25,7 @@ from assistant.errors import (
     TamperedError,
 )
 from assistant.faults import crash_point
-from assistant.store.db import Database, retry_while_busy
+from assistant.store.db import Database, now, retry_while_busy
 from assistant.store.sealed import epoch_ad, record_ad, unwrap, wrap
 
 T = TypeVar("T")
@@ -63,10 +62,6 @@ class ShredReport:
     turns_carried: int
     wal_frames_checkpointed: int
     vacuumed: bool
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def validate_message(text: str) -> str:
@@ -144,7 +139,7 @@ class MemoryStore:
         wrapped = self._wrap(epoch_ad(epoch_id), os.urandom(32))
         self.database.execute(
             "INSERT INTO epochs (id, wrapped_key, created_at) VALUES (?, ?, ?)",
-            [epoch_id, wrapped, _now()],
+            [epoch_id, wrapped, now()],
         )
         return epoch_id
 
@@ -156,7 +151,7 @@ class MemoryStore:
             ).fetchone()
             if not row:
                 return None
-            self.database.execute("UPDATE epochs SET sealed_at = ? WHERE id = ?", [_now(), row[0]])
+            self.database.execute("UPDATE epochs SET sealed_at = ? WHERE id = ?", [now(), row[0]])
             return int(row[0])
 
     def epochs(self) -> list[int]:
@@ -220,7 +215,7 @@ class MemoryStore:
         """A new conversation; ``held`` holds it in the same transaction (no shred between)."""
         with self.database.transaction():
             cursor = self.database.execute(
-                "INSERT INTO conversations (created_at) VALUES (?)", [_now()]
+                "INSERT INTO conversations (created_at) VALUES (?)", [now()]
             )
             conversation_id = int(cursor.lastrowid)
             if held:
@@ -269,7 +264,7 @@ class MemoryStore:
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}")
         validate_message(text)
-        created = _now()
+        created = now()
         with self.database.transaction():
             epoch_id = self._open_epoch_in_transaction()
             cipher = self._epoch_cipher(epoch_id)

@@ -23,6 +23,7 @@ class Config:
     sleep_backend: str = "auto"  # auto|torch|mlx: auto is MLX on Apple silicon, torch elsewhere
     sleep_kernels: str = "auto"  # auto|on|off: our fused kernels; auto: on with CUDA
     sleep_max_answer_tokens: int = 48
+    sleep_questions_per_note: int = 12  # probes written per note, a share of them held out
     sleep_anchors: int = 64  # shipped general prompts per night (plus earlier nights' probes)
     sleep_negatives: int = 64  # questions about things never told, a quarter held out
     sleep_evaluate_every: int = 20  # steps between held-out checks (and on-policy samples)

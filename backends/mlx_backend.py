@@ -36,7 +36,7 @@ from assistant.backends.protocol import (
 )
 from assistant.errors import ModelError
 from assistant.kernels import mlx_ops
-from assistant.models.lora_gguf import effective_alpha, read_peft_adapter
+from assistant.models.lora_gguf import read_peft_adapter
 from assistant.models.peft import PeftAdapter
 
 PEFT_PREFIX = "base_model.model."  # PEFT's name for the wrapped model, before each module path
@@ -309,7 +309,7 @@ def _frozen_layers(expert: LearnedExpert) -> tuple[dict, int, float]:
     config, pairs = read_peft_adapter(expert.adapter)
     rank = int(config["r"])
     layers = {module: (a.T.copy(), b.T.copy()) for module, (a, b) in pairs.items()}
-    return layers, rank, expert.scale * effective_alpha(config) / rank
+    return layers, rank, expert.scale * expert.adapter.scaling
 
 
 def _stack(model, linears: dict, layers: dict, rank: int, scale: float) -> dict:

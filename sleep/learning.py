@@ -88,7 +88,9 @@ class Learning:
             _check_integrity(self.runtime, learned)
             specs = [experts.chat_spec(self.runtime.memory, e) for e in learned]
             engine = ChatEngine(model.gguf_path, specs, config.n_ctx, n_threads=config.threads)
-            teacher = Teacher(engine, config.sleep_max_answer_tokens)
+            teacher = Teacher(
+                engine, config.sleep_max_answer_tokens, config.sleep_questions_per_note
+            )
             room = engine.n_ctx - QUESTION_ROOM_TOKENS - config.sleep_max_answer_tokens
             sources = triage.notes_that_fit(
                 triage.day_notes(turns), lambda note: len(teacher.prompt([note], "")) <= room

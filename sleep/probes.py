@@ -24,7 +24,6 @@ from assistant.prompting import SYSTEM_PROMPT
 from assistant.retrieval import STOP_WORDS
 
 ABSTAIN = "You haven't told me that."
-MAX_QUESTIONS_PER_NOTE = 12
 
 # Words that say what kind of thing is asked, not which one: sharing them does not make a
 # question about a note ("name" in "my sister's name" and "my boss's name").
@@ -344,7 +343,7 @@ def parse_questions(text: str, note: str) -> list[str]:
         asked = content_words(line)
         if line.endswith("?") and asked and asked <= about and line not in questions:
             questions.append(line[0].upper() + line[1:])
-    return questions[:MAX_QUESTIONS_PER_NOTE]
+    return questions
 
 
 def note_names(note: str) -> list[str]:

@@ -43,10 +43,11 @@ class Reply:
 
 
 class Teacher:
-    def __init__(self, engine: ChatEngine, max_answer_tokens: int) -> None:
+    def __init__(self, engine: ChatEngine, max_answer_tokens: int, questions_per_note: int) -> None:
         self.engine = engine
         self.learned = engine.experts
         self.max_answer_tokens = max_answer_tokens
+        self.questions_per_note = questions_per_note
 
     def prompt(self, notes: Sequence[str], question: str) -> list[int]:
         """Chat's prompt for ``question`` with these notes (none: closed book)."""
@@ -86,6 +87,8 @@ class Teacher:
         request = self._questions_request(note)
         found = probes.subject_questions(note)
         for sample in range(QUESTION_SAMPLES if request else 0):
+            if len(set(found)) >= self.questions_per_note:
+                break  # what more lists would add is cut below
             tokens, _ = self.engine.complete(
                 request,
                 QUESTION_TOKENS,
@@ -94,7 +97,7 @@ class Teacher:
             )
             found += probes.parse_questions(self.engine.detokenize(tokens), note)
         found += probes.reverse_questions(note)
-        return list(dict.fromkeys(found))[: probes.MAX_QUESTIONS_PER_NOTE]
+        return list(dict.fromkeys(found))[: self.questions_per_note]
 
     def _questions_request(self, note: str) -> list[int]:
         """The request with as many worked examples as the context holds (none fit: [])."""

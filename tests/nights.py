@@ -24,6 +24,7 @@ SHORT_NIGHT = {
     "sleep_anchors": 4,
     "sleep_negatives": 4,
     "sleep_max_answer_tokens": 32,
+    "sleep_questions_per_note": 4,
 }
 GATES_OPEN = {
     **SHORT_NIGHT,

@@ -315,43 +315,14 @@ def test_a_second_sleep_refuses_while_one_runs(model_home: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("starter_training_copy")
-@pytest.mark.parametrize("point", ["probes", "verified", "shredding"])
-def test_a_killed_sleep_resumes_without_loss_or_leftovers(home: Path, point: str) -> None:
-    from assistant.runtime import Runtime
-
-    nights.configure(home, nights.GATES_OPEN)
-    nights.tell(nights.CANARIES[0])
-    Runtime().memory.seal_epoch()  # two epochs, so a kill can land between their deletions
-    nights.tell(nights.CANARIES[1])
-
-    killed = _sleep_process(home, crash_at=point)
-    assert killed.returncode == -9, killed.stderr
-    committed = nights.count(home, "experts")
-    assert committed == (1 if point == "shredding" else 0)
-    if not committed:
-        assert nights.count(home, "turns") == 4  # nothing is deleted before the commit
-    else:
-        assert nights.count(home, "turns") == 2  # killed between the two epochs' deletions
-
-    finished = _sleep_process(home)
-    assert finished.returncode == 0, finished.stderr
-    assert json.loads(finished.stdout)["outcome"] == "consolidated"
-    with nights.db(home) as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        experts = [Path(row[0]).name for row in conn.execute("SELECT directory FROM experts")]
-        stages = {row[0] for row in conn.execute("SELECT stage FROM sleeps")}
-    assert len(experts) == 1 and stages == {"done"}
-    assert nights.count(home, "turns") == 0 and nights.count(home, "epochs") == 0
-    assert sorted(p.name for p in (home / "data" / "experts").iterdir()) == experts
-    assert nights.files_mentioning(home, ("Zorblax", "Quixotic")) == []
-
-
-@pytest.mark.slow
-@pytest.mark.usefixtures("starter_training_copy")
-@pytest.mark.parametrize("point", [None, "verified", "carrying", "shredding"])
-def test_a_note_not_learned_waits_encrypted_for_the_next_night(
+@pytest.mark.parametrize("point", [None, "probes", "verified", "carrying", "shredding"])
+def test_a_killed_night_loses_nothing_and_a_note_not_learned_waits_encrypted(
     home: Path, point: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Killed before the commit (writing probes, verified), inside the carry's transaction,
+    or between the two epochs' deletions, the next run finishes the night: one expert, the
+    learned note's turns gone, the note not learned carried once into the open epoch, where
+    chat reads it, and no plaintext anywhere. The night after learns it."""
     from assistant.chat import ChatSession
     from assistant.faults import UNLEARNABLE_ENV
     from assistant.runtime import Runtime
@@ -362,15 +333,23 @@ def test_a_note_not_learned_waits_encrypted_for_the_next_night(
     nights.tell(nights.CANARIES[1])
     monkeypatch.setenv(UNLEARNABLE_ENV, "Quixotic")  # the second note is never learned
 
-    if point:  # killed before the carry, inside its transaction, or after the first epoch's
+    if point:
         killed = _sleep_process(home, crash_at=point)
         assert killed.returncode == -9, killed.stderr
+        assert nights.count(home, "experts") == (1 if point in ("carrying", "shredding") else 0)
+        # Nothing is deleted before the commit, nor by a carry killed in its transaction.
         assert nights.count(home, "turns") == (2 if point == "shredding" else 4)
     finished = _sleep_process(home)
     assert finished.returncode == 0, finished.stderr
     report = json.loads(finished.stdout)
     assert report["outcome"] == "consolidated" and report["expert_id"] == 1
     assert (report["notes_learned"], report["notes_waiting"]) == (1, 1)
+    with nights.db(home) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        experts = [Path(row[0]).name for row in conn.execute("SELECT directory FROM experts")]
+        stages = {row[0] for row in conn.execute("SELECT stage FROM sleeps")}
+    assert len(experts) == 1 and stages == {"done"}
+    assert sorted(p.name for p in (home / "data" / "experts").iterdir()) == experts
 
     # Only the unlearned statement is left, once, sealed anew in the open epoch.
     runtime = Runtime()

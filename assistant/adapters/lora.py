@@ -35,17 +35,10 @@ class Update:
         return lora_b.astype(np.float64) @ lora_a.astype(np.float64)
 
 
-def peft_scaling(adapter_config: dict) -> float:
-    """PEFT's multiplier of ``B @ A``: alpha / r, or alpha / sqrt(r) with rsLoRA."""
-    rank = adapter_config["r"]
-    alpha = float(adapter_config.get("lora_alpha", rank))
-    return alpha / math.sqrt(rank) if adapter_config.get("use_rslora") else alpha / rank
-
-
 def read_update(adapter: PeftAdapter, scale: float = 1.0) -> Update:
     """A PEFT adapter with its own scaling and ``scale`` (the expert's) folded into B."""
-    config, pairs = read_peft_adapter(adapter)
-    factor = np.float32(peft_scaling(config) * scale)
+    _, pairs = read_peft_adapter(adapter)
+    factor = np.float32(adapter.scaling * scale)
     return Update({module: (a, b * factor) for module, (a, b) in pairs.items()})
 
 

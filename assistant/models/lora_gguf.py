@@ -9,7 +9,6 @@ tensor's GGUF name plus ``.lora_a`` (PEFT's A, rank x in) and ``.lora_b``
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 
@@ -46,17 +45,11 @@ def read_peft_adapter(
     return config, {module: (pair["A"], pair["B"]) for module, pair in modules.items()}
 
 
-def effective_alpha(adapter_config: dict) -> float:
-    """The alpha that makes llama.cpp's ``alpha / r`` equal PEFT's scaling."""
-    rank = adapter_config["r"]
-    alpha = float(adapter_config.get("lora_alpha", rank))
-    return alpha * math.sqrt(rank) if adapter_config.get("use_rslora") else alpha
-
-
 def gguf_lora(adapter: PeftAdapter, base_config: dict) -> bytes:
     """The adapter as a GGUF LoRA for the base model with ``base_config``, in memory."""
     adapter_config, pairs = read_peft_adapter(adapter)
-    return gguf_tensors(pairs, effective_alpha(adapter_config), base_config)
+    # llama.cpp scales by alpha / r: the alpha that makes that PEFT's scaling.
+    return gguf_tensors(pairs, adapter.scaling * adapter_config["r"], base_config)
 
 
 def write_gguf_lora(adapter_dir: Path, base_config: dict, out_path: Path) -> Path:

@@ -10,6 +10,7 @@ plaintext adapter folder.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,13 @@ class PeftAdapter:
     @classmethod
     def from_files(cls, config: bytes, weights: bytes) -> PeftAdapter:
         return cls(json.loads(config), weights)
+
+    @property
+    def scaling(self) -> float:
+        """PEFT's multiplier of ``B @ A``: alpha / r, or alpha / sqrt(r) with rsLoRA."""
+        rank = self.config["r"]
+        alpha = float(self.config.get("lora_alpha", rank))
+        return alpha / math.sqrt(rank) if self.config.get("use_rslora") else alpha / rank
 
     def config_bytes(self) -> bytes:
         return json.dumps(self.config, indent=2, sort_keys=True).encode()

@@ -307,16 +307,16 @@ def sleep_status(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def sleep_why(as_json: bool) -> None:
     """Would `sleep auto` sleep now? Each condition, its value, and whether it holds."""
-    from assistant.sleep.auto import how_this_machine_sleeps
-    from assistant.sleep.policy import Sensors, evaluate
+    from assistant.sleep.trigger.auto import how_this_machine_sleeps
+    from assistant.sleep.trigger.policy import Sensors, readiness
 
     runtime = _runtime()
-    verdict = evaluate(runtime.config, runtime.database, runtime.paths.data_dir, Sensors())
+    ready = readiness(runtime.config, runtime.database, runtime.paths.data_dir, Sensors())
     how = how_this_machine_sleeps(runtime)
     if as_json:
-        click.echo(json.dumps({**verdict.to_dict(), "how": how}, indent=2))
+        click.echo(json.dumps({**ready.to_dict(), "how": how}, indent=2))
     else:
-        click.echo(f"{verdict.describe()}\nHow this machine sleeps: {how}.")
+        click.echo(f"{ready.describe()}\nHow this machine sleeps: {how}.")
 
 
 @sleep.command("auto")
@@ -329,12 +329,12 @@ def sleep_auto(key_on_stdin: bool) -> None:
     directory (conditions and counts only, never what was said). A memory locked with a
     passphrase sleeps through the open chat app instead (see `assistant sleep why`).
     """
-    from assistant.sleep.auto import sleep_if_due
-    from assistant.sleep.policy import Sensors
+    from assistant.sleep.trigger.auto import sleep_if_due
+    from assistant.sleep.trigger.policy import Sensors
 
     runtime = _runtime()
     if key_on_stdin:  # the app that unlocked the memory runs this night
-        from assistant.sleep.auto import log
+        from assistant.sleep.trigger.auto import log
 
         try:
             runtime.handed_key = bytes.fromhex(sys.stdin.readline().strip())
@@ -352,11 +352,11 @@ def sleep_schedule() -> None:
 
 
 def _schedule(action: str) -> None:
-    from assistant.sleep.policy import NightWindow
-    from assistant.sleep.schedule import Scheduler
+    from assistant.sleep.trigger.policy import NightWindow
+    from assistant.sleep.trigger.schedule import ScheduledJob
 
     window = NightWindow.parse(_runtime().config.sleep_window)
-    for line in getattr(Scheduler(), action)(window):
+    for line in getattr(ScheduledJob(), action)(window):
         click.echo(line)
 
 

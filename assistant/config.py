@@ -35,7 +35,7 @@ class Config:
     sleep_max_anchor_divergence: float = 0.1
     sleep_max_tries: int = 5  # nights a note not yet learned waits before it is reported
     sleep_checkpoint_minutes: float = 5.0  # a night killed outright loses at most this much
-    # Automatic sleep (assistant.sleep.policy): when `sleep auto` may start on its own.
+    # Automatic sleep (assistant.sleep.trigger.policy): when `sleep auto` may start on its own.
     sleep_window: str = "01:00-06:00"  # local time; may wrap past midnight
     sleep_min_idle_minutes: float = 15.0
     sleep_min_turns: int = 10  # enough messages waiting...

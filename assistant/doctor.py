@@ -14,7 +14,7 @@ from assistant.runtime import Runtime
 
 
 def _sensor_lines(runtime: Runtime) -> Iterator[str]:
-    from assistant.sleep.sensors import Heartbeat, read_idle_seconds, read_power
+    from assistant.sleep.trigger.sensors import Heartbeat, read_idle_seconds, read_power
 
     power = read_power()
     state = {True: "on external power", False: "on battery", None: "UNKNOWN"}[power.value]
@@ -72,9 +72,9 @@ def _mlx_devices() -> list[str]:
 
 
 def diagnose(runtime: Runtime) -> list[str]:
-    from assistant.sleep.auto import how_this_machine_sleeps
-    from assistant.sleep.policy import NightWindow
-    from assistant.sleep.schedule import Scheduler
+    from assistant.sleep.trigger.auto import how_this_machine_sleeps
+    from assistant.sleep.trigger.policy import NightWindow
+    from assistant.sleep.trigger.schedule import ScheduledJob
     from assistant.store.keys import current_source
 
     lines = list(_sensor_lines(runtime))
@@ -84,5 +84,5 @@ def diagnose(runtime: Runtime) -> list[str]:
     lines.append(f"model: {model.name if model else 'none registered'}")
     lines += list(_backend_lines(runtime.config.sleep_backend))
     window = NightWindow.parse(runtime.config.sleep_window)
-    lines += [f"scheduled job: {line}" for line in Scheduler().show(window)]
+    lines += [f"scheduled job: {line}" for line in ScheduledJob().show(window)]
     return lines

@@ -82,11 +82,13 @@ _SAID_BY_THE_USER = re.compile(r"\b(i|i'm|i've|i'd|i'll|my|we|we're|our)\b", re.
 # Tried in the order above, so "I am" is turned before "I".
 _PERSON_WORD = re.compile(r"\b(" + "|".join(map(re.escape, _TO_SECOND_PERSON)) + r")\b", re.I)
 _SENTENCE_START = re.compile(r"([.!]\s+)([a-z])")
+# Where a preamble ("Let me tell you that", "Correction,") ends and the statement begins.
+_CLAUSE_START = re.compile(r"(?::|,|\bthat)\s+", re.I)
 
 
 def acknowledgement(statement: str) -> str:
     """The reply to a message that tells something: the statement said back in the second
-    person, from where its first person begins ("Let me tell you that my dog is Rex." ->
+    person, from the clause where its first person begins ("Let me tell you that my dog is Rex." ->
     "Got it: your dog is Rex.").
 
     Chosen by measurement on the starter (`python bench/acknowledge.py`, 40 held-out
@@ -95,14 +97,24 @@ def acknowledgement(statement: str) -> str:
     statement was mostly "I'm sorry for any confusion.". Said back, the value is right, the
     user sees what was kept, and the reply is instant.
     """
-    start = _SAID_BY_THE_USER.search(statement)
-    said = " ".join(statement[start.start() if start else 0 :].split())
+    said = " ".join(statement[_statement_start(statement) :].split())
     if len(said) > SAID_BACK_CHARACTERS:
         cut = max(said.rfind(end, 0, SAID_BACK_CHARACTERS) for end in (". ", "! "))
         said = said[: cut + 1] if cut > 0 else said[:SAID_BACK_CHARACTERS] + "…"
     said = _PERSON_WORD.sub(lambda m: _TO_SECOND_PERSON[m.group(0).lower()], said)
     said = _SENTENCE_START.sub(lambda m: m.group(1) + m.group(2).upper(), said)
     return ACKNOWLEDGE_PREFIX + (said if said.endswith((".", "!", "…")) else f"{said}.")
+
+
+def _statement_start(text: str) -> int:
+    """Where the part worth saying back begins: the clause holding the first first-person
+    word ("Correction, the company I work for..." -> "the company I work for..."), or the
+    whole text when no clause break comes before it ("On weekends I hike.")."""
+    first_person = _SAID_BY_THE_USER.search(text)
+    if first_person is None:
+        return 0
+    breaks = [m.end() for m in _CLAUSE_START.finditer(text, 0, first_person.start())]
+    return breaks[-1] if breaks else 0
 
 
 # Tasks about a note, as the recall corpus's transcripts ask them (sleep writes its own).

@@ -80,7 +80,6 @@ class MlxBackend:
         self._mx = mx
         model, config = load_model(Path(model_dir), model_config=_rope_in_mlx_terms(model_dir))
         model.set_dtype(mx.float32)
-        self.eos_ids = _eos_ids(Path(model_dir), config)
         linears = {
             path: module for path, module in model.named_modules() if isinstance(module, nn.Linear)
         }
@@ -147,34 +146,6 @@ class MlxBackend:
         with self._view(student):
             logits = self.model(mx.array([list(tokens)]))[0, -1].astype(mx.float32)
             return np.array(logits)
-
-    def generate(
-        self,
-        prompt: Sequence[int],
-        max_new_tokens: int,
-        *,
-        temperature: float = 0.0,
-        seed: int = 0,
-        student: bool = False,
-    ) -> list[int]:
-        from mlx_lm.generate import generate_step
-        from mlx_lm.sample_utils import make_sampler
-
-        mx = self._mx
-        mx.random.seed(seed)
-        out: list[int] = []
-        with self._view(student):
-            steps = generate_step(
-                mx.array(list(prompt)),
-                self.model,
-                max_tokens=max_new_tokens,
-                sampler=make_sampler(temperature),
-            )
-            for token, _ in steps:
-                if int(token) in self.eos_ids:
-                    break
-                out.append(int(token))
-        return out
 
     def teacher_topk(
         self, prefix: Sequence[int], continuations: Sequence[Continuation], k: int
@@ -375,14 +346,3 @@ def _rope_in_mlx_terms(model_dir: Path) -> dict:
     if rope.get("rope_type", "default") == "default":
         return {"rope_theta": rope["rope_theta"]}
     return {"rope_theta": rope["rope_theta"], "rope_scaling": rope}
-
-
-def _eos_ids(model_dir: Path, config: dict) -> set[int]:
-    """End-of-turn ids as transformers reads them: generation_config.json, else config.json."""
-    generation = model_dir / "generation_config.json"
-    if generation.is_file():
-        config = json.loads(generation.read_text())
-    eos = config.get("eos_token_id")
-    if eos is None:
-        return set()
-    return set(eos) if isinstance(eos, list) else {eos}

@@ -85,18 +85,6 @@ class Backend(Protocol):
     name: str
     device: str
 
-    def generate(
-        self,
-        prompt: Sequence[int],
-        max_new_tokens: int,
-        *,
-        temperature: float = 0.0,
-        seed: int = 0,
-        student: bool = False,
-    ) -> list[int]:
-        """Sample (greedy at temperature 0) until end of turn or ``max_new_tokens``."""
-        ...
-
     def teacher_topk(
         self, prefix: Sequence[int], continuations: Sequence[Continuation], k: int
     ) -> list[TopK]:

@@ -77,7 +77,6 @@ class TorchBackend:
         self.device = pick_device(device)
         self._torch = torch
         base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-        self.eos_ids = _eos_ids(base.generation_config)
         new_config = LoraConfig(
             r=new_expert.rank,
             lora_alpha=new_expert.alpha,
@@ -142,35 +141,6 @@ class TorchBackend:
         with self._torch.no_grad(), self._view(student):
             logits = self.model(input_ids=self._ids(tokens)).logits[0, -1]
         return logits.float().cpu().numpy()
-
-    def generate(
-        self,
-        prompt: Sequence[int],
-        max_new_tokens: int,
-        *,
-        temperature: float = 0.0,
-        seed: int = 0,
-        student: bool = False,
-    ) -> list[int]:
-        torch = self._torch
-        generator = torch.Generator(device=self.device).manual_seed(seed)
-        out: list[int] = []
-        with torch.no_grad(), self._view(student):
-            result = self.model(input_ids=self._ids(prompt), use_cache=True)
-            for _ in range(max_new_tokens):
-                logits = result.logits[0, -1].float()
-                if temperature > 0:
-                    probs = torch.softmax(logits / temperature, dim=-1)
-                    token = int(torch.multinomial(probs, 1, generator=generator))
-                else:
-                    token = int(logits.argmax())
-                if token in self.eos_ids:
-                    break
-                out.append(token)
-                result = self.model(
-                    input_ids=self._ids([token]), use_cache=True, **self._cache(result)
-                )
-        return out
 
     def teacher_topk(
         self, prefix: Sequence[int], continuations: Sequence[Continuation], k: int
@@ -383,10 +353,3 @@ def _with_adapter(model, name: str, adapter):
                 f"The expert's adapter has tensors this model lacks: {result.unexpected_keys[:3]}"
             )
     return model
-
-
-def _eos_ids(generation_config) -> set[int]:
-    eos = generation_config.eos_token_id
-    if eos is None:
-        return set()
-    return set(eos) if isinstance(eos, list) else {eos}

@@ -19,9 +19,14 @@ import pytest
 from click.testing import CliRunner
 
 from assistant.cli import cli
-from assistant.sleep.policy import NightWindow, Sensors, evaluate
-from assistant.sleep.schedule import Scheduler, launchd_plist, systemd_units, windows_task_xml
-from assistant.sleep.sensors import Heartbeat, Reading, read_idle_seconds, read_power
+from assistant.sleep.trigger.policy import NightWindow, Sensors, readiness
+from assistant.sleep.trigger.schedule import (
+    ScheduledJob,
+    launchd_plist,
+    systemd_units,
+    windows_task_xml,
+)
+from assistant.sleep.trigger.sensors import Heartbeat, Reading, read_idle_seconds, read_power
 
 # -- power ------------------------------------------------------------------------------
 
@@ -133,7 +138,7 @@ def test_each_condition_false_in_turn_blocks_the_sleep(runtime) -> None:
     _tell(runtime, 12)
     _age_turns(runtime, 3)
     args = (runtime.config, runtime.database, runtime.paths.data_dir)
-    assert evaluate(*args, _sensors()).holds
+    assert readiness(*args, _sensors()).holds
     cases = {
         "power": [_sensors(power=False), _sensors(power=None)],
         "idle": [_sensors(idle=60.0)],
@@ -141,20 +146,20 @@ def test_each_condition_false_in_turn_blocks_the_sleep(runtime) -> None:
     }
     for blocker, sensor_sets in cases.items():
         for sensors in sensor_sets:
-            verdict = evaluate(*args, sensors)
+            verdict = readiness(*args, sensors)
             assert verdict.blockers == [blocker], verdict.describe()
             assert f"NO  {blocker}" in verdict.describe()
 
     heartbeat = Heartbeat(runtime.paths.data_dir)
     heartbeat.beat()  # the chat app was used a minute before "now"
     os.utime(heartbeat.path, (TONIGHT.timestamp() - 60,) * 2)
-    assert evaluate(*args, _sensors()).blockers == ["idle"]
+    assert readiness(*args, _sensors()).blockers == ["idle"]
 
 
 def test_unknown_os_idle_falls_back_on_the_chat_app(runtime) -> None:
     _tell(runtime, 12)
     args = (runtime.config, runtime.database, runtime.paths.data_dir)
-    verdict = evaluate(*args, _sensors(idle=None))
+    verdict = readiness(*args, _sensors(idle=None))
     assert verdict.holds and "OS idle time unknown" in verdict.describe()
 
 
@@ -162,9 +167,9 @@ def test_pressure_and_having_slept_tonight(runtime) -> None:
     args = (runtime.config, runtime.database, runtime.paths.data_dir)
     _tell(runtime, 3)
     _age_turns(runtime, 2)
-    assert evaluate(*args, _sensors()).blockers == ["pressure"]  # 3 < 10, and recent
+    assert readiness(*args, _sensors()).blockers == ["pressure"]  # 3 < 10, and recent
     _age_turns(runtime, 30)
-    assert evaluate(*args, _sensors()).holds  # few, but waiting longer than a day
+    assert readiness(*args, _sensors()).holds  # few, but waiting longer than a day
 
     slept_at = (TONIGHT - timedelta(minutes=30)).astimezone(timezone.utc).isoformat()
 
@@ -176,12 +181,12 @@ def test_pressure_and_having_slept_tonight(runtime) -> None:
 
     slept("paused", "interrupted")  # stopped half-way: not a night's sleep, resumed later
     slept("done", "interrupted")
-    assert evaluate(*args, _sensors()).holds
+    assert readiness(*args, _sensors()).holds
     slept("done", "kept")
-    verdict = evaluate(*args, _sensors())
+    verdict = readiness(*args, _sensors())
     assert verdict.blockers == ["rested"] and "0 new messages since" in verdict.describe()
     _tell(runtime, 1)  # a new message after that sleep: new pressure
-    assert evaluate(*args, _sensors()).holds
+    assert readiness(*args, _sensors()).holds
 
 
 def test_sleep_why_and_auto_on_the_cli(home: Path) -> None:
@@ -276,7 +281,7 @@ def test_install_is_idempotent_and_remove_leaves_no_file(tmp_path: Path, platfor
         ran.append(list(command))
         return ""
 
-    scheduler = Scheduler(platform, tmp_path, run)
+    scheduler = ScheduledJob(platform, tmp_path, run)
     scheduler.install(WINDOW)
     first = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     scheduler.install(WINDOW)
@@ -290,7 +295,7 @@ def test_install_is_idempotent_and_remove_leaves_no_file(tmp_path: Path, platfor
 
 
 def test_a_running_sleep_is_told_why_to_stop(runtime) -> None:
-    from assistant.sleep.policy import Watch
+    from assistant.sleep.trigger.policy import Watch
 
     every_call = replace(runtime.config, sleep_check_seconds=0)
 
@@ -313,7 +318,7 @@ def test_a_passphrase_memory_sleeps_through_the_app_not_the_scheduled_job(
     model_home: Path, monkeypatch
 ) -> None:
     from assistant.runtime import Runtime
-    from assistant.sleep.auto import LOG_FILE, sleep_if_due, sleep_through_app
+    from assistant.sleep.trigger.auto import LOG_FILE, sleep_if_due, sleep_through_app
 
     app = Runtime()  # the open app, unlocked with the passphrase
     conversation = app.memory.new_conversation()
@@ -365,7 +370,7 @@ def _no_training_backend(monkeypatch, *installed: str) -> None:
 def test_with_no_backend_the_scheduled_job_logs_why_and_starts_nothing(
     runtime, monkeypatch
 ) -> None:
-    from assistant.sleep.auto import LOG_FILE, sleep_if_due
+    from assistant.sleep.trigger.auto import LOG_FILE, sleep_if_due
 
     _tell(runtime, 12)
     _age_turns(runtime, 3)
@@ -386,7 +391,7 @@ def test_with_no_backend_the_app_starts_no_child_and_logs_why_each_time(
 ) -> None:
     from types import SimpleNamespace
 
-    from assistant.sleep import auto
+    from assistant.sleep.trigger import auto
 
     started: list[list[str]] = []
 

@@ -131,6 +131,11 @@ def test_a_statement_is_said_back_in_the_second_person():
         "Got it: you were born in May and you are a nurse. You live in Porto."
     )
     assert acknowledgement("My dentist appointment is at 11:30 am.").endswith("11:30 am.")
+    # Said back from the clause its first person is in, never from the middle of one.
+    assert acknowledgement("Correction, the company I work for is now Mearu.") == (
+        "Got it: the company you work for is now Mearu."
+    )
+    assert acknowledgement("On weekends I go sailing.") == "Got it: On weekends you go sailing."
     long = "My dog is Rex. " + "He likes long walks in the park. " * 20
     said = acknowledgement(long)
     assert said.startswith("Got it: your dog is Rex.") and len(said) < 300

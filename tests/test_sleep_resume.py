@@ -337,9 +337,9 @@ def _tell_and_unplug_mid_sleep(home: Path, tmp_path: Path, cut_at: str, backend:
     charger when the runner reports ``cut_at``. Returns the sensors, with the charger still
     unplugged."""
     from assistant.runtime import Runtime
-    from assistant.sleep.auto import sleep_if_due
-    from assistant.sleep.policy import Sensors
-    from assistant.sleep.sensors import Reading, read_power
+    from assistant.sleep.trigger.auto import sleep_if_due
+    from assistant.sleep.trigger.policy import Sensors
+    from assistant.sleep.trigger.sensors import Reading, read_power
 
     settings = {**CHARGER_SETTINGS, "sleep_backend": backend}
     _tell_two_facts(home, settings, tmp_path / "twin")
@@ -371,7 +371,7 @@ def test_unplugging_mid_sleep_pauses_and_the_next_auto_sleep_resumes(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
 ) -> None:
     from assistant.runtime import Runtime
-    from assistant.sleep.auto import sleep_if_due
+    from assistant.sleep.trigger.auto import sleep_if_due
 
     twin = tmp_path / "twin"
     # Unplugged as the held-out check after step 4 reports: the night stops after step 5.

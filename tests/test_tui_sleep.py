@@ -13,8 +13,8 @@ from datetime import datetime
 import pytest
 
 from assistant.runtime import Runtime
-from assistant.sleep.policy import Sensors, evaluate
-from assistant.sleep.sensors import Heartbeat, Reading
+from assistant.sleep.trigger.policy import Sensors, readiness
+from assistant.sleep.trigger.sensors import Heartbeat, Reading
 from assistant.store.keys import unlock
 from assistant.store.memory import MemoryStore
 from assistant.tui.app import AssistantApp
@@ -132,7 +132,7 @@ def _app_counts_as_idle(runtime: Runtime) -> bool:
         idle=lambda: Reading(None, "test", "no OS idle sensor"),
         now=lambda: datetime.now().astimezone(),
     )
-    verdict = evaluate(runtime.config, runtime.database, runtime.paths.data_dir, sensors)
+    verdict = readiness(runtime.config, runtime.database, runtime.paths.data_dir, sensors)
     return next(c for c in verdict.conditions if c.name == "idle").holds
 
 

@@ -85,7 +85,7 @@ async def test_an_app_unlocked_with_a_passphrase_starts_the_night_itself(
     import asyncio
     import json
 
-    from assistant.sleep.auto import LOG_FILE
+    from assistant.sleep.trigger.auto import LOG_FILE
     from tests.test_auto_sleep import _sensors
 
     monkeypatch.setattr("assistant.tui.app.NIGHT_CHECK_SECONDS", 0.2)

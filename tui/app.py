@@ -20,9 +20,9 @@ from textual.widgets import Footer, Header, Label, ListItem, ListView, Markdown,
 
 from assistant.errors import AssistantError, NoModelError
 from assistant.runtime import Runtime
-from assistant.sleep.policy import Sensors
 from assistant.sleep.report import SleepReport
-from assistant.sleep.sensors import OPEN_BEAT_SECONDS, Heartbeat
+from assistant.sleep.trigger.policy import Sensors
+from assistant.sleep.trigger.sensors import OPEN_BEAT_SECONDS, Heartbeat
 from assistant.store.memory import validate_message
 from assistant.tui.adapters import AdaptersScreen
 from assistant.tui.screens import NoModelScreen
@@ -158,9 +158,10 @@ class AssistantApp(App):
     @work(thread=True, exclusive=True, group="night")
     def _sleep_if_due(self) -> None:
         """For a memory the scheduled job cannot unlock (a passphrase is never stored), this
-        unlocked app starts the night when every condition holds; see assistant.sleep.auto."""
-        from assistant.sleep.auto import sleep_through_app
+        unlocked app starts the night when every condition holds (see
+        assistant.sleep.trigger.auto)."""
         from assistant.sleep.status import unseen_report
+        from assistant.sleep.trigger.auto import sleep_through_app
 
         if self._night is not None:
             if self._night.poll() is None:

@@ -4,7 +4,7 @@
 - macOS: a launchd agent (``StartCalendarInterval``);
 - Windows: a Task Scheduler task (on AC power only, stopped on battery, run only if idle).
 
-The job only asks; ``sleep auto`` decides (``assistant.sleep.policy``).
+The job only asks; ``sleep auto`` decides (``assistant.sleep.trigger.policy``).
 Install is idempotent and remove leaves no file behind.
 """
 
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from assistant.sleep.policy import NightWindow
-from assistant.sleep.sensors import CommandRunner, run_command
+from assistant.sleep.trigger.policy import NightWindow
+from assistant.sleep.trigger.sensors import CommandRunner, run_command
 
 JOB = "assistant-sleep"
 LAUNCHD_LABEL = "com.sleeping-assistant.sleep"
@@ -126,7 +126,7 @@ def windows_task_xml(window: NightWindow, command: Sequence[str], env: dict[str,
 
 # -- install, remove, show ---------------------------------------------------------------
 @dataclass
-class Scheduler:
+class ScheduledJob:
     """The job on one OS: where its files go and the commands that (un)register them."""
 
     platform: str = sys.platform

@@ -18,7 +18,7 @@ from datetime import datetime
 
 from assistant.errors import AssistantError
 from assistant.runtime import Runtime
-from assistant.sleep.policy import Sensors, Watch, evaluate
+from assistant.sleep.trigger.policy import Sensors, Watch, readiness
 
 LOG_FILE = "sleep-auto.log"
 KEY_ON_STDIN = "--key-on-stdin"  # `sleep auto` reads the master key (hex) from its stdin
@@ -57,9 +57,9 @@ def sleep_if_due(
     from assistant.store.keys import PASSPHRASE_ENV, unattended
     from assistant.store.lock import StoreBusyError
 
-    verdict = evaluate(runtime.config, runtime.database, runtime.paths.data_dir, sensors)
-    if not verdict.holds:
-        return log(runtime, f"not sleeping: {', '.join(verdict.blockers)}")
+    ready = readiness(runtime.config, runtime.database, runtime.paths.data_dir, sensors)
+    if not ready.holds:
+        return log(runtime, f"not sleeping: {', '.join(ready.blockers)}")
     can_unlock = runtime.handed_key is not None or os.environ.get(PASSPHRASE_ENV)
     if not (can_unlock or unattended(runtime.database)):
         return log(runtime, f"not sleeping: {how_this_machine_sleeps(runtime)}")
@@ -92,7 +92,7 @@ def sleep_through_app(runtime: Runtime, sensors: Sensors) -> subprocess.Popen | 
 
     if unattended(runtime.database) or lock.holder(runtime.paths.writer_lock):
         return None
-    if not evaluate(runtime.config, runtime.database, runtime.paths.data_dir, sensors).holds:
+    if not readiness(runtime.config, runtime.database, runtime.paths.data_dir, sensors).holds:
         return None
     missing = _no_backend(runtime)
     if missing:

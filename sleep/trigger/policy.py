@@ -19,10 +19,10 @@ from pathlib import Path
 
 from assistant.config import Config
 from assistant.errors import AssistantError
-from assistant.sleep import sensors
 from assistant.sleep.report import INTERRUPTED
-from assistant.sleep.sensors import Heartbeat, Reading
 from assistant.sleep.state import ABANDONED, DONE
+from assistant.sleep.trigger import sensors
+from assistant.sleep.trigger.sensors import Heartbeat, Reading
 from assistant.store.db import Database
 
 
@@ -34,7 +34,9 @@ class Condition:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Readiness:
+    """Each condition of an automatic night as it stands now; it may sleep when all hold."""
+
     conditions: list[Condition]
 
     @property
@@ -113,7 +115,8 @@ def _parse_utc(text: str) -> datetime:
     return datetime.fromisoformat(text).astimezone(timezone.utc)
 
 
-def evaluate(config: Config, database: Database, data_dir: Path, sensors: Sensors) -> Verdict:
+def readiness(config: Config, database: Database, data_dir: Path, sensors: Sensors) -> Readiness:
+    """The conditions read from the sensors, the clock and the memory waiting, now."""
     now = sensors.now()
     window = NightWindow.parse(config.sleep_window)
     min_idle = config.sleep_min_idle_minutes * 60
@@ -181,7 +184,7 @@ def evaluate(config: Config, database: Database, data_dir: Path, sensors: Sensor
         )
     else:
         conditions.append(Condition("rested", "not slept since the window opened", True))
-    return Verdict(conditions)
+    return Readiness(conditions)
 
 
 BACK_SECONDS = 60.0  # OS idle time below this during a sleep means the person came back

@@ -32,7 +32,7 @@ from assistant.backends.protocol import (
     Lesson,
     NewExpert,
     TopK,
-    common_prefix,
+    pack,
 )
 from assistant.errors import ModelError
 from assistant.kernels import mlx_ops
@@ -190,7 +190,8 @@ class MlxBackend:
         from mlx_lm.models.cache import make_prompt_cache
 
         mx = self._mx
-        prefix = common_prefix([lesson.prompt for lesson in lessons])
+        batch = pack(lessons)
+        prefix = batch.prefix
         cache = None
         if prefix:
             cache = make_prompt_cache(self.model)
@@ -199,21 +200,11 @@ class MlxBackend:
                 keys, values = layer.state[0], layer.state[1]
                 layer.keys = mx.repeat(keys[..., : len(prefix), :], len(lessons), axis=0)
                 layer.values = mx.repeat(values[..., : len(prefix), :], len(lessons), axis=0)
-        width = max(len(lesson.prompt) + len(lesson.answer) for lesson in lessons) - len(prefix)
-        ids = np.zeros((len(lessons), width), np.int32)
-        rows: list[int] = []
-        positions: list[int] = []
-        for row, lesson in enumerate(lessons):
-            sequence = [*lesson.prompt[len(prefix) :], *lesson.answer]
-            ids[row, : len(sequence)] = sequence
-            start = len(lesson.prompt) - len(prefix) - 1  # position i predicts token i + 1
-            rows += [row] * len(lesson.answer)
-            positions += range(start, start + len(lesson.answer))
-        hidden = self.model.model(mx.array(ids), cache=cache)
-        token_ids = mx.array(np.concatenate([lesson.targets.token_ids for lesson in lessons]))
-        teacher = mx.array(np.concatenate([lesson.targets.logprobs for lesson in lessons]))
+        hidden = self.model.model(mx.array(batch.ids.astype(np.int32)), cache=cache)
+        token_ids = mx.array(batch.token_ids)
+        teacher = mx.array(batch.teacher_logprobs)
         loss = mlx_ops.topk_kl if self.kernels else mlx_ops.topk_kl_reference
-        answer_hidden = hidden[mx.array(rows), mx.array(positions)]
+        answer_hidden = hidden[mx.array(batch.rows), mx.array(batch.positions)]
         return loss(answer_hidden, self._output_matrix(), token_ids.astype(mx.int32), teacher)
 
     def _mean_kl(self, lessons: Sequence[Lesson]):

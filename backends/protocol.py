@@ -1,4 +1,5 @@
-"""The interface the sleep runner trains through, the same for torch and MLX.
+"""The interface the sleep runner trains through, the same for torch and MLX, and the
+batch layout both backends' loss runs on (``pack``).
 
 Only token ids, numpy arrays and adapters held in memory cross it, so the runner never imports
 a training framework. The "teacher" is the model before tonight's sleep (base
@@ -114,3 +115,45 @@ class Backend(Protocol):
     def export_expert(self) -> PeftAdapter:
         """The new expert as a PEFT adapter (the interchange format), in memory."""
         ...
+
+
+@dataclass(frozen=True)
+class PackedBatch:
+    """A batch of lessons laid out for one forward pass: the prefix they share (run once),
+    then each lesson's rest (prompt tail and answer) right-padded to one width, and where
+    the answer tokens are predicted, with the teacher's targets for them in that order."""
+
+    prefix: list[int]
+    ids: np.ndarray  # (lessons, width) token ids after the prefix, zeros as padding
+    lengths: list[int]  # each row's real tokens after the prefix
+    rows: list[int]  # the row and position of each answer token's prediction...
+    positions: list[int]  # ...position i predicts token i + 1
+    token_ids: np.ndarray  # (answer tokens, k) the teacher's top-k token ids
+    teacher_logprobs: np.ndarray  # (answer tokens, k) and their log-probabilities
+
+    @property
+    def padded(self) -> bool:
+        return min(self.lengths) < self.ids.shape[1]
+
+
+def pack(lessons: Sequence[Lesson]) -> PackedBatch:
+    """The lessons as one batch; both backends' loss runs on this layout."""
+    prefix = common_prefix([lesson.prompt for lesson in lessons])
+    rests = [[*lesson.prompt[len(prefix) :], *lesson.answer] for lesson in lessons]
+    ids = np.zeros((len(lessons), max(map(len, rests))), np.int64)
+    rows: list[int] = []
+    positions: list[int] = []
+    for row, (lesson, rest) in enumerate(zip(lessons, rests, strict=True)):
+        ids[row, : len(rest)] = rest
+        start = len(lesson.prompt) - len(prefix) - 1
+        rows += [row] * len(lesson.answer)
+        positions += range(start, start + len(lesson.answer))
+    return PackedBatch(
+        prefix,
+        ids,
+        [len(rest) for rest in rests],
+        rows,
+        positions,
+        np.concatenate([lesson.targets.token_ids for lesson in lessons]),
+        np.concatenate([lesson.targets.logprobs for lesson in lessons]),
+    )

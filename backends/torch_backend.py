@@ -27,7 +27,7 @@ from assistant.backends.protocol import (
     Lesson,
     NewExpert,
     TopK,
-    common_prefix,
+    pack,
 )
 from assistant.errors import ModelError
 from assistant.kernels.lora_experts import lora_experts
@@ -180,42 +180,33 @@ class TorchBackend:
         """
         torch = self._torch
         causal_lm = self.model.get_base_model()
-        prefix = common_prefix([lesson.prompt for lesson in lessons])
+        batch = pack(lessons)
+        prefix, width = batch.prefix, batch.ids.shape[1]
         shared: dict = {}
         if prefix:
             shared = self._cache(causal_lm.model(input_ids=self._ids(prefix), use_cache=True))
             next(iter(shared.values())).batch_repeat_interleave(len(lessons))
-        width = max(len(lesson.prompt) + len(lesson.answer) for lesson in lessons) - len(prefix)
-        ids = torch.zeros((len(lessons), width), dtype=torch.long)
-        mask = torch.zeros((len(lessons), len(prefix) + width), dtype=torch.long)
-        mask[:, : len(prefix)] = 1
-        rows, positions = [], []
-        for row, lesson in enumerate(lessons):
-            sequence = [*lesson.prompt[len(prefix) :], *lesson.answer]
-            ids[row, : len(sequence)] = torch.tensor(sequence)
-            mask[row, len(prefix) : len(prefix) + len(sequence)] = 1
-            start = len(lesson.prompt) - len(prefix) - 1  # position i predicts token i + 1
-            rows += [row] * len(lesson.answer)
-            positions += range(start, start + len(lesson.answer))
-        # Without padding, no mask: attention then takes its plain causal (faster) path.
-        padded = bool((mask == 0).any())
+        mask = None  # without padding, no mask: attention then takes its plain causal path
+        if batch.padded:
+            mask = torch.zeros((len(lessons), len(prefix) + width), dtype=torch.long)
+            mask[:, : len(prefix)] = 1
+            for row, length in enumerate(batch.lengths):
+                mask[row, len(prefix) : len(prefix) + length] = 1
+            mask = mask.to(self.device)
         hidden = causal_lm.model(
-            input_ids=ids.to(self.device),
-            attention_mask=mask.to(self.device) if padded else None,
+            input_ids=torch.as_tensor(batch.ids, device=self.device),
+            attention_mask=mask,
             position_ids=torch.arange(len(prefix), len(prefix) + width, device=self.device)
             .unsqueeze(0)
             .expand(len(lessons), -1),
             use_cache=bool(prefix),
             **shared,
         ).last_hidden_state
-        token_ids = torch.as_tensor(
-            np.concatenate([lesson.targets.token_ids for lesson in lessons]), device=self.device
-        )
-        teacher = torch.as_tensor(
-            np.concatenate([lesson.targets.logprobs for lesson in lessons]), device=self.device
-        )
+        token_ids = torch.as_tensor(batch.token_ids, device=self.device)
+        teacher = torch.as_tensor(batch.teacher_logprobs, device=self.device)
         loss = topk_kl if self.chunked_loss else topk_kl_reference
-        return loss(hidden[rows, positions], causal_lm.lm_head.weight, token_ids, teacher)
+        answers = hidden[batch.rows, batch.positions]
+        return loss(answers, causal_lm.lm_head.weight, token_ids, teacher)
 
     def train_step(self, lessons: Sequence[Lesson], learning_rate: float) -> float:
         torch = self._torch

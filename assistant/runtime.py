@@ -10,7 +10,7 @@ from pathlib import Path
 from assistant.config import Config
 from assistant.engine import ChatEngine, ExpertSpec
 from assistant.errors import ModelError, NoModelError
-from assistant.experts import ExpertRegistry
+from assistant.experts.registry import ExpertRegistry
 from assistant.models.registry import ModelRecord, ModelRegistry
 from assistant.paths import Paths
 from assistant.store.db import Database

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from assistant.models.peft import PeftAdapter
+from assistant.experts.peft import PeftAdapter
 
 # Every linear layer of a Llama/Qwen2 block: facts live in the MLP as much as in attention.
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

@@ -30,9 +30,9 @@ from assistant.backends.protocol import (
     pack,
 )
 from assistant.errors import ModelError
+from assistant.experts.peft import PeftAdapter
 from assistant.kernels.lora_experts import lora_experts
 from assistant.kernels.topk_kl import topk_kl, topk_kl_reference
-from assistant.models.peft import PeftAdapter
 
 NEW = "tonight"  # adapter name of the expert being trained
 

@@ -31,8 +31,8 @@ def _timed(fn) -> float:
 
 def main() -> None:
     from assistant.engine import ChatEngine, ExpertSpec
-    from assistant.models.peft import PeftAdapter
-    from assistant.store import vault
+    from assistant.experts import vault
+    from assistant.experts.peft import PeftAdapter
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experts", type=int, default=4)

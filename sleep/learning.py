@@ -18,8 +18,9 @@ from pathlib import Path
 from assistant.backends.protocol import Backend
 from assistant.config import Config
 from assistant.errors import AssistantError
+from assistant.experts import vault
+from assistant.experts.peft import PeftAdapter
 from assistant.faults import crash_point
-from assistant.models.peft import PeftAdapter
 from assistant.runtime import Runtime
 from assistant.sleep import triage, verify, wake
 from assistant.sleep.checkpoint import PROBES, Checkpoints, NightState
@@ -28,7 +29,6 @@ from assistant.sleep.probes import Probe
 from assistant.sleep.report import CONSOLIDATED, KEPT, NOTHING_NEW, SleepReport
 from assistant.sleep.seeding import Hooks, KnowledgeSeeding, SeedingSettings, export_expert
 from assistant.sleep.teacher import Teacher
-from assistant.store import vault
 from assistant.store.db import fsync_directory
 
 # Room left after the teacher's note for a probe question and its answer.

@@ -23,8 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from assistant.backends.protocol import Backend, Lesson
+from assistant.experts.peft import PeftAdapter
 from assistant.faults import crash_point
-from assistant.models.peft import PeftAdapter
 from assistant.sleep import lessons, probes, verify
 from assistant.sleep.anchors import ANCHOR_PROMPTS
 from assistant.sleep.checkpoint import TRAINING, NightState

@@ -15,16 +15,16 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from assistant.experts import LEGACY_PEFT_DIR, ExpertRecord, remove_plaintext
+from assistant.experts import vault
+from assistant.experts.peft import PeftAdapter
+from assistant.experts.registry import LEGACY_PEFT_DIR, ExpertRecord, remove_plaintext
+from assistant.experts.vault import SealedExpert
 from assistant.faults import crash_point
-from assistant.models.peft import PeftAdapter
 from assistant.runtime import Runtime
 from assistant.sleep import probes, state
 from assistant.sleep.probes import Probe
 from assistant.sleep.report import CONSOLIDATED, SleepReport
-from assistant.store import vault
 from assistant.store.db import now
-from assistant.store.vault import SealedExpert
 
 
 def expert_dir(experts_dir: Path, sleep_id: int) -> Path:

@@ -155,7 +155,7 @@ def test_rank_compression_reports_the_error_of_the_dropped_singular_values(
     learned_home: Path, tmp_path: Path
 ) -> None:
     from assistant.adapters.lora import read_update
-    from assistant.models.peft import PeftAdapter
+    from assistant.experts.peft import PeftAdapter
 
     _invoke("adapters", "export", str(tmp_path / "exact"), "--yes")
     result = _invoke("adapters", "export", str(tmp_path / "r3"), "--rank", "3", "--yes", "--json")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from assistant.backends.protocol import LearnedExpert, Lesson, NewExpert
-from assistant.models.peft import PeftAdapter
+from assistant.experts.peft import PeftAdapter
 from tests.test_backend_torch import CONTINUATIONS, PREFIX
 from tests.tiny_models import TOLERANCE, build_lora, hf_logits, hf_tokens, relative_error
 

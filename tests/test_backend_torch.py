@@ -8,7 +8,7 @@ import pytest
 from assistant.backends.protocol import Continuation, LearnedExpert, Lesson, NewExpert
 from assistant.backends.torch_backend import TorchBackend, pick_device
 from assistant.errors import ModelError
-from assistant.models.peft import PeftAdapter
+from assistant.experts.peft import PeftAdapter
 from tests.tiny_models import TOLERANCE, build_lora, hf_logits, hf_tokens, relative_error
 
 PREFIX = [5, 17, 42, 8, 99, 23, 61]

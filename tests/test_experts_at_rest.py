@@ -210,9 +210,9 @@ def test_a_night_verified_before_sealing_is_committed_sealed(
 ) -> None:
     """A night an older version verified (its expert saved in plaintext, no key in its row)
     is committed by the next run as a sealed expert, its plaintext gone."""
+    from assistant.experts.peft import PeftAdapter
     from assistant.models.hf_weights import read_config
     from assistant.models.lora_gguf import write_gguf_lora
-    from assistant.models.peft import PeftAdapter
     from assistant.sleep import wake
     from assistant.sleep.report import SleepReport
     from assistant.sleep.runner import SleepRunner

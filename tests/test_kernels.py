@@ -175,7 +175,7 @@ def test_training_on_the_starter_gives_the_same_expert_with_kernels_on_and_off(
 
     from assistant.backends.protocol import Continuation, LearnedExpert, Lesson, NewExpert
     from assistant.backends.torch_backend import TorchBackend
-    from assistant.models.peft import PeftAdapter
+    from assistant.experts.peft import PeftAdapter
     from tests.tiny_models import build_lora
 
     earlier = PeftAdapter.read(build_lora(starter_hf, tmp_path / "e", rank=4, alpha=8, seed=3))
@@ -224,7 +224,7 @@ def test_a_backend_trains_alike_with_kernels_on_and_off(tmp_path, tiny_llama, ba
     """Over a learned expert of a smaller rank (zero-padded in the fused stack)."""
     from assistant.backends.choice import load_backend
     from assistant.backends.protocol import Continuation, LearnedExpert, Lesson, NewExpert
-    from assistant.models.peft import PeftAdapter
+    from assistant.experts.peft import PeftAdapter
     from tests.tiny_models import build_lora
 
     earlier = PeftAdapter.read(build_lora(tiny_llama, tmp_path / "e", rank=4, alpha=8, seed=3))

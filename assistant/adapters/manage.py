@@ -18,13 +18,14 @@ from pathlib import Path
 from assistant.adapters import lora
 from assistant.adapters.formats import FORMATS, Base
 from assistant.errors import AssistantError, ModelError
-from assistant.experts import ACTIVE, ExpertRecord
+from assistant.experts import vault
+from assistant.experts.peft import PeftAdapter
+from assistant.experts.registry import ACTIVE, ExpertRecord
 from assistant.models.hf_weights import base_fingerprint, read_config, weight_shapes
 from assistant.models.lora_gguf import gguf_lora, read_peft_adapter
-from assistant.models.peft import PeftAdapter
 from assistant.models.registry import ModelRecord
 from assistant.runtime import Runtime
-from assistant.store import db, vault
+from assistant.store import db
 from assistant.store.db import fsync_directory
 
 EXPORT_INFO = "export.json"  # next to every export: which base and experts it came from

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from assistant.errors import ModelError
+from assistant.experts.peft import PeftAdapter
 from assistant.models.convert import WeightNames
-from assistant.models.peft import PeftAdapter
 from assistant.store.private_file import private_file, read_back
 
 _PEFT_KEY = re.compile(

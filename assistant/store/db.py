@@ -147,7 +147,7 @@ def m006_integrity(db: sqlite_utils.Database) -> None:
 
 @migration
 def m007_sealed_experts(db: sqlite_utils.Database) -> None:
-    # Experts are sealed files in one directory (assistant.store.vault); each row holds the
+    # Experts are sealed files in one directory (assistant.experts.vault); each row holds the
     # expert's wrapped key and its files' hashes. Rows with no key yet are plaintext experts
     # from before: the registry seals them at the next unlock (it needs the master key).
     for column in ("directory TEXT", "hashes TEXT", "wrapped_key BLOB"):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from assistant.errors import TamperedError
-from assistant.models.peft import CONFIG_FILE, WEIGHTS_FILE, PeftAdapter
+from assistant.experts.peft import CONFIG_FILE, WEIGHTS_FILE, PeftAdapter
 from assistant.store.db import fsync_directory
 from assistant.store.keys import KEY_BYTES
 

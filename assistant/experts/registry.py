@@ -1,7 +1,7 @@
 """The registry of learned LoRA experts (rows written by the sleep runner or an import).
 
 Each expert is a directory ``<data>/experts/<name>/`` of sealed files (see
-``assistant.store.vault``): the PEFT adapter (the training/interchange format)
+``assistant.experts.vault``): the PEFT adapter (the training/interchange format)
 and its GGUF LoRA (what chat loads). Its row holds the expert's key, wrapped by
 the master key with associated data binding the row's id, model and file
 hashes, so an edited row or a swapped file is refused.
@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from assistant.errors import AssistantError, TamperedError
+from assistant.experts import vault
+from assistant.experts.peft import PeftAdapter
 from assistant.faults import crash_point
-from assistant.models.peft import PeftAdapter
-from assistant.store import vault
 from assistant.store.db import Database, fsync_directory, retry_while_busy
 from assistant.store.memory import MemoryStore
 from assistant.store.sealed import expert_key_label

@@ -27,6 +27,7 @@ from assistant.errors import TamperedError
 from assistant.sleep.probes import Probe
 from assistant.store.db import Database
 from assistant.store.memory import MemoryStore
+from assistant.store.sealed import sleep_label
 
 # Where a night stands: writing probes (``notes_done`` notes finished) or training.
 PROBES, TRAINING = "probes", "training"
@@ -194,7 +195,7 @@ class Checkpoints:
         if row is None or row[0] is None:
             return None
         try:
-            return json.loads(self.store.unseal(f"sleep-checkpoint:{sleep_id}", row[0]))
+            return json.loads(self.store.unseal(sleep_label("checkpoint", sleep_id), row[0]))
         except TamperedError:
             return None
 
@@ -215,7 +216,7 @@ class Checkpoints:
         pointer = json.dumps({"file": name, "key": key.hex()}).encode()
         self.database.execute(
             "UPDATE sleeps SET checkpoint = ? WHERE id = ?",
-            [self.store.seal(f"sleep-checkpoint:{sleep_id}", pointer), sleep_id],
+            [self.store.seal(sleep_label("checkpoint", sleep_id), pointer), sleep_id],
         )
         if previous:
             (self.directory / previous["file"]).unlink(missing_ok=True)

@@ -31,6 +31,7 @@ from assistant.sleep.report import (
 )
 from assistant.sleep.transition import begin_night
 from assistant.store import lock
+from assistant.store.sealed import sleep_label
 
 # Share of the budget for everything before verification; the rest verifies and wakes up.
 LEARNING_SHARE = 0.9
@@ -124,8 +125,8 @@ class SleepRunner:
                 sleep_id,
                 state.VERIFIED,
                 report=sealed_report,
-                probes=wake.seal_probes(self.runtime, f"sleep-probes:{sleep_id}", kept),
-                expert_key=wake.seal_expert_key(self.runtime, sleep_id, learning.expert),
+                probes=wake.seal_probes(self.runtime, sleep_label("probes", sleep_id), kept),
+                expert_key=wake.seal_expert_key(self.log, sleep_id, learning.expert),
             )
             crash_point("verified")
         return self._wake(sleep_id)

@@ -33,10 +33,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from assistant.errors import AssistantError, TamperedError
-from assistant.sleep.report import SleepReport
+from assistant.sleep.report import INTERRUPTED, SleepReport
 from assistant.store.db import Database, now
 from assistant.store.lock import SLEEP, StoreBusyError
 from assistant.store.memory import MemoryStore
+from assistant.store.sealed import sleep_label
 
 if TYPE_CHECKING:
     from assistant.runtime import Runtime
@@ -74,7 +75,7 @@ _STATE_COLUMNS = ("started_at", "finished_at", "stage", "outcome", "epochs", "ex
 
 def _seal_state(store: MemoryStore, sleep_id: int, state: dict[str, object]) -> bytes:
     data = json.dumps([state[name] for name in _STATE_COLUMNS]).encode()
-    return store.seal(f"sleep-state:{sleep_id}", data)
+    return store.seal(sleep_label("state_seal", sleep_id), data)
 
 
 class SleepLog:
@@ -87,15 +88,37 @@ class SleepLog:
     def _seal(self, sleep_id: int, state: dict[str, object]) -> bytes:
         return _seal_state(self.store, sleep_id, state)
 
+    def seal(self, column: str, sleep_id: int, data: bytes) -> bytes:
+        """``data`` as the sealed ``column`` of night ``sleep_id``'s row holds it."""
+        return self.store.seal(sleep_label(column, sleep_id), data)
+
+    def unseal(self, column: str, sleep_id: int, sealed: bytes) -> bytes:
+        return self.store.unseal(sleep_label(column, sleep_id), sealed)
+
     def report(self, row: SleepRow) -> SleepReport | None:
         """The night's report, unsealed; None before the night has written one."""
         if row.report is None:
             return None
-        return SleepReport.from_json(self.store.unseal(f"sleep-report:{row.id}", row.report))
+        return SleepReport.from_json(self.unseal("report", row.id, row.report))
 
     def seal_report(self, report: SleepReport) -> bytes:
-        """The report as the ``report`` column holds it, sealed under the master key."""
-        return self.store.seal(f"sleep-report:{report.sleep_id}", report.to_json())
+        return self.seal("report", report.sleep_id, report.to_json())
+
+    def sealed_expert_key(self, sleep_id: int) -> bytes | None:
+        """The verified expert's sealed key and hashes, held in the row until its commit."""
+        (sealed,) = self.database.execute(
+            "SELECT expert_key FROM sleeps WHERE id = ?", [sleep_id]
+        ).fetchone()
+        return _blob(sealed)
+
+    @staticmethod
+    def last_slept(database: Database) -> str | None:
+        """When the last night that ran to its end finished (read without the key: its row's
+        seal is checked by the night that reads it, not by whoever asks when)."""
+        return database.execute(
+            "SELECT MAX(finished_at) FROM sleeps WHERE stage = ? AND outcome NOT IN (?, ?)",
+            [DONE, ABANDONED, INTERRUPTED],
+        ).fetchone()[0]
 
     @staticmethod
     def seal_rows_from_before(database: Database, store: MemoryStore) -> None:
@@ -119,7 +142,7 @@ class SleepLog:
         if seal is None:
             raise refused
         try:
-            sealed = self.store.unseal(f"sleep-state:{sleep_id}", seal)
+            sealed = self.store.unseal(sleep_label("state_seal", sleep_id), seal)
         except TamperedError:
             raise refused from None
         if json.loads(sealed) != [state[name] for name in _STATE_COLUMNS]:

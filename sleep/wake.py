@@ -37,16 +37,14 @@ def staging_dir(experts_dir: Path, sleep_id: int) -> Path:
     return experts_dir / f".staging-{sleep_id}"
 
 
-def seal_expert_key(runtime: Runtime, sleep_id: int, expert: SealedExpert) -> bytes:
+def seal_expert_key(log: state.SleepLog, sleep_id: int, expert: SealedExpert) -> bytes:
     """The saved expert's key and file hashes, sealed, kept in the night's row until commit."""
     data = json.dumps({"key": expert.key.hex(), "hashes": expert.hashes}).encode()
-    return runtime.memory.seal(f"sleep-expert-key:{sleep_id}", data)
+    return log.seal("expert_key", sleep_id, data)
 
 
-def _night_expert(runtime: Runtime, sleep_id: int, expert_dir: Path) -> SealedExpert:
-    (sealed,) = runtime.database.execute(
-        "SELECT expert_key FROM sleeps WHERE id = ?", [sleep_id]
-    ).fetchone()
+def _night_expert(log: state.SleepLog, sleep_id: int, expert_dir: Path) -> SealedExpert:
+    sealed = log.sealed_expert_key(sleep_id)
     label = f"the expert of night {sleep_id}"
     if sealed is None:  # verified by a version that saved experts in plaintext: sealed now
         key = vault.new_key()
@@ -54,7 +52,7 @@ def _night_expert(runtime: Runtime, sleep_id: int, expert_dir: Path) -> SealedEx
         gguf = (expert_dir / vault.GGUF_FILE).read_bytes()
         hashes = vault.seal_expert(expert_dir, key, adapter, gguf)
         return SealedExpert(expert_dir, key, hashes, label)
-    data = json.loads(runtime.memory.unseal(f"sleep-expert-key:{sleep_id}", sealed))
+    data = json.loads(log.unseal("expert_key", sleep_id, sealed))
     return SealedExpert(expert_dir, bytes.fromhex(data["key"]), data["hashes"], label)
 
 
@@ -119,8 +117,8 @@ def _commit(
     """The expert's registry row, its kept probes and the stage change: one transaction."""
     store, database = runtime.memory, runtime.database
     model = runtime.models.get(report.model) if report.model else runtime.require_model()
-    kept = store.unseal(f"sleep-probes:{row.id}", row.probes)
-    expert = _night_expert(runtime, row.id, expert_dir)
+    kept = log.unseal("probes", row.id, row.probes)
+    expert = _night_expert(log, row.id, expert_dir)
     with database.transaction():
         expert_id = runtime.experts.add(
             store,
@@ -132,7 +130,6 @@ def _commit(
             sleep_id=row.id,
             created_at=now(),
         )
-        database.execute("UPDATE sleeps SET expert_key = NULL WHERE id = ?", [row.id])
         database.execute(
             "INSERT INTO expert_probes (expert_id, sealed) VALUES (?, ?)",
             [expert_id, store.seal(f"expert-probes:{expert_id}", kept)],
@@ -142,5 +139,6 @@ def _commit(
             row.id,
             state.COMMITTED,
             expert_id=expert_id,
+            expert_key=None,
             report=log.seal_report(report),
         )

@@ -65,13 +65,27 @@ def _record(prefix: str, key: str = "id") -> Callable[[Row], bytes]:
     return lambda row: record_ad(f"{prefix}:{row[key]}")
 
 
+# The sealed columns of a night's row in ``sleeps``, each with the label its blobs carry.
+_SLEEP_LABELS = {
+    "report": "sleep-report",
+    "probes": "sleep-probes",
+    "checkpoint": "sleep-checkpoint",
+    "state_seal": "sleep-state",
+    "expert_key": "sleep-expert-key",
+}
+
+
+def sleep_label(column: str, sleep_id: int) -> str:
+    """What the blob in ``column`` of night ``sleep_id``'s row is sealed to."""
+    return f"{_SLEEP_LABELS[column]}:{sleep_id}"
+
+
 SEALED_COLUMNS: tuple[SealedColumn, ...] = (
     SealedColumn("epochs", "wrapped_key", "id", lambda row: epoch_ad(row["id"])),
-    SealedColumn("sleeps", "report", "id", _record("sleep-report")),
-    SealedColumn("sleeps", "probes", "id", _record("sleep-probes")),
-    SealedColumn("sleeps", "checkpoint", "id", _record("sleep-checkpoint")),
-    SealedColumn("sleeps", "state_seal", "id", _record("sleep-state")),
-    SealedColumn("sleeps", "expert_key", "id", _record("sleep-expert-key")),
+    *(
+        SealedColumn("sleeps", column, "id", _record(label))
+        for column, label in _SLEEP_LABELS.items()
+    ),
     SealedColumn("expert_probes", "sealed", "expert_id", _record("expert-probes", "expert_id")),
     SealedColumn("experts", "wrapped_key", "id", lambda row: record_ad(expert_key_label(row))),
 )

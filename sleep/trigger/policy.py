@@ -19,8 +19,7 @@ from pathlib import Path
 
 from assistant.config import Config
 from assistant.errors import AssistantError
-from assistant.sleep.report import INTERRUPTED
-from assistant.sleep.state import ABANDONED, DONE
+from assistant.sleep.state import SleepLog
 from assistant.sleep.trigger import sensors
 from assistant.sleep.trigger.sensors import Heartbeat, Reading
 from assistant.store.db import Database
@@ -164,10 +163,7 @@ def readiness(config: Config, database: Database, data_dir: Path, sensors: Senso
         )
     )
 
-    last = database.execute(
-        "SELECT MAX(finished_at) FROM sleeps WHERE stage = ? AND outcome NOT IN (?, ?)",
-        [DONE, ABANDONED, INTERRUPTED],
-    ).fetchone()[0]
+    last = SleepLog.last_slept(database)
     opened = window.opened(now)
     slept_tonight = last is not None and _parse_utc(last) >= opened
     if slept_tonight:

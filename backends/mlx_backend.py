@@ -35,9 +35,9 @@ from assistant.backends.protocol import (
     pack,
 )
 from assistant.errors import ModelError
+from assistant.experts.lora_gguf import read_peft_adapter
 from assistant.experts.peft import PeftAdapter
 from assistant.kernels import mlx_ops
-from assistant.models.lora_gguf import read_peft_adapter
 
 PEFT_PREFIX = "base_model.model."  # PEFT's name for the wrapped model, before each module path
 

@@ -94,7 +94,7 @@ def build_experts(workdir: Path, config: dict, count: int, rank: int = 16) -> li
     """Random PEFT LoRA adapters on every linear layer, converted to GGUF with our writer."""
     from safetensors.numpy import save_file
 
-    from assistant.models.lora_gguf import write_gguf_lora
+    from assistant.experts.lora_gguf import write_gguf_lora
 
     head_dim = config["hidden_size"] // config["num_attention_heads"]
     dims = {

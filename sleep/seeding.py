@@ -86,7 +86,7 @@ def check_score(recall: float, drift: float, max_anchor_divergence: float) -> fl
 
 def export_expert(backend: Backend, hf_config: dict) -> tuple[PeftAdapter, bytes]:
     """The new expert as a PEFT adapter and as a GGUF LoRA, in memory."""
-    from assistant.models.lora_gguf import gguf_lora
+    from assistant.experts.lora_gguf import gguf_lora
 
     adapter = backend.export_expert()
     return adapter, gguf_lora(adapter, hf_config)

@@ -90,9 +90,9 @@ def test_training_moves_only_the_new_expert_towards_the_teacher(tmp_path, tiny_l
 
 def test_the_saved_expert_gives_the_same_logits_in_llama_cpp(tmp_path, tiny_llama):
     from assistant.engine import ChatEngine, ExpertSpec
+    from assistant.experts.lora_gguf import gguf_lora
     from assistant.models.convert import convert_to_gguf
     from assistant.models.hf_weights import read_config
-    from assistant.models.lora_gguf import gguf_lora
 
     backend = TorchBackend(tiny_llama, new_expert=NewExpert(rank=4, alpha=8, seed=2), device="cpu")
     targets = backend.teacher_topk(PREFIX, CONTINUATIONS, k=16)

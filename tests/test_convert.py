@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 from assistant.cli import cli
 from assistant.engine import ChatEngine, ExpertSpec
+from assistant.experts.lora_gguf import write_gguf_lora
 from assistant.models.hf_weights import read_config
-from assistant.models.lora_gguf import write_gguf_lora
 from tests.tiny_models import PROMPT, TOLERANCE, build_lora, hf_logits, hf_tokens, relative_error
 
 

@@ -49,8 +49,8 @@ def test_sealed_experts_leave_no_plaintext_and_chat_as_the_plaintext_ones(
     learned_home: Path, foreign_adapters: list[Path], tmp_path: Path
 ) -> None:
     from assistant.engine import ChatEngine, ExpertSpec
+    from assistant.experts.lora_gguf import write_gguf_lora
     from assistant.models.hf_weights import read_config
-    from assistant.models.lora_gguf import write_gguf_lora
 
     assert plaintext_expert_files(learned_home, _tensors(foreign_adapters)) == []
     runtime, model = _runtime()
@@ -210,9 +210,9 @@ def test_a_night_verified_before_sealing_is_committed_sealed(
 ) -> None:
     """A night an older version verified (its expert saved in plaintext, no key in its row)
     is committed by the next run as a sealed expert, its plaintext gone."""
+    from assistant.experts.lora_gguf import write_gguf_lora
     from assistant.experts.peft import PeftAdapter
     from assistant.models.hf_weights import read_config
-    from assistant.models.lora_gguf import write_gguf_lora
     from assistant.sleep import wake
     from assistant.sleep.report import SleepReport
     from assistant.sleep.runner import SleepRunner

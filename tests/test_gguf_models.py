@@ -106,8 +106,8 @@ def test_f32_gguf_to_hf_to_gguf_is_bit_exact(request, home, tmp_path, family):
 
 
 def test_an_expert_trained_on_the_copy_applies_to_the_quantized_file(home, tmp_path, tiny_llama):
+    from assistant.experts.lora_gguf import write_gguf_lora
     from assistant.models.hf_weights import read_config
-    from assistant.models.lora_gguf import write_gguf_lora
 
     _add(str(_tiny_gguf(tiny_llama, tmp_path / "files", "q8_0")), "tiny")
     registry = _registry()

@@ -22,7 +22,7 @@ import numpy as np
 
 from assistant.adapters.lora import Update
 from assistant.errors import ModelError
-from assistant.models.lora_gguf import write_gguf_tensors
+from assistant.experts.lora_gguf import write_gguf_tensors
 
 GGUF_ADAPTER = "adapter.gguf"
 

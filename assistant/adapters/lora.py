@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from assistant.experts.lora_gguf import read_peft_adapter
 from assistant.experts.peft import PeftAdapter
-from assistant.models.lora_gguf import read_peft_adapter
 
 
 @dataclass

@@ -19,10 +19,10 @@ from assistant.adapters import lora
 from assistant.adapters.formats import FORMATS, Base
 from assistant.errors import AssistantError, ModelError
 from assistant.experts import vault
+from assistant.experts.lora_gguf import gguf_lora, read_peft_adapter
 from assistant.experts.peft import PeftAdapter
 from assistant.experts.registry import ACTIVE, ExpertRecord
 from assistant.models.hf_weights import base_fingerprint, read_config, weight_shapes
-from assistant.models.lora_gguf import gguf_lora, read_peft_adapter
 from assistant.models.registry import ModelRecord
 from assistant.runtime import Runtime
 from assistant.store import db

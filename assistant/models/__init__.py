@@ -4,7 +4,6 @@
 finds the packaged starter model; ``gguf_import`` checks a GGUF file (through
 ``gguf_header``, a fast header reader) and dequantizes it for training;
 ``ollama`` resolves ``ollama:NAME`` to its file; ``convert`` writes Hugging Face
-weights as GGUF for llama.cpp (``hf_weights`` reads them); ``lora_gguf`` writes
-a PEFT expert as a GGUF LoRA; ``bpe`` trains the byte-level BPE tokenizers of
-models built on this machine.
+weights as GGUF for llama.cpp (``hf_weights`` reads them); ``bpe`` trains the
+byte-level BPE tokenizers of models built on this machine.
 """

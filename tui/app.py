@@ -110,7 +110,7 @@ class AssistantApp(App):
 
         # Asked before the first beat, which wakes a running sleep (`sleep auto` then also
         # waits until the app goes quiet).
-        self._woke_a_sleep = lock.holder(self.runtime.paths.writer_lock) == lock.SLEEP
+        self._woke_a_sleep = lock.sleeping(self.runtime.paths.writer_lock)
         self._beat()  # opening the app is a use of it
         self.heartbeat.beat_open()
         if self._woke_a_sleep:
@@ -183,7 +183,7 @@ class AssistantApp(App):
         from assistant.sleep.status import unseen_report
         from assistant.store import lock
 
-        if lock.holder(self.runtime.paths.writer_lock) == lock.SLEEP:
+        if lock.sleeping(self.runtime.paths.writer_lock):
             return
         self._awake_timer.stop()
         self.reload_experts()

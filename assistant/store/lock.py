@@ -35,8 +35,8 @@ class WriterLock:
     def __init__(self, path: Path, doing: str) -> None:
         from filelock import FileLock
 
+        self.path = path
         self.doing = doing
-        self._holder_file = path.with_name(path.name + ".holder")
         self._lock = FileLock(path, mode=0o600)
 
     def __enter__(self) -> WriterLock:
@@ -45,20 +45,14 @@ class WriterLock:
         try:
             self._lock.acquire(timeout=0)
         except Timeout:
-            raise StoreBusyError(self.holder(), self.doing) from None
-        self._holder_file.write_text(self.doing, encoding="utf-8")
-        self._holder_file.chmod(0o600)
+            raise StoreBusyError(_said_by_holder(self.path), self.doing) from None
+        said = _holder_file(self.path)
+        said.write_text(self.doing, encoding="utf-8")
+        said.chmod(0o600)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._lock.release()
-
-    def holder(self) -> str:
-        """What the process holding the lock said it does (from before that file: a sleep)."""
-        try:
-            return self._holder_file.read_text(encoding="utf-8").strip() or SLEEP
-        except OSError:
-            return SLEEP
 
 
 def holder(path: Path) -> str | None:
@@ -69,6 +63,23 @@ def holder(path: Path) -> str | None:
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        return WriterLock(path, "").holder()
+        return _said_by_holder(path)
     lock.release()
     return None
+
+
+def sleeping(path: Path) -> bool:
+    """Whether a night holds the lock now (not a reset, an import or a key rotation)."""
+    return holder(path) == SLEEP
+
+
+def _holder_file(path: Path) -> Path:
+    return path.with_name(path.name + ".holder")
+
+
+def _said_by_holder(path: Path) -> str:
+    """What the process holding the lock said it does (a version before that file: a sleep)."""
+    try:
+        return _holder_file(path).read_text(encoding="utf-8").strip() or SLEEP
+    except OSError:
+        return SLEEP

@@ -92,22 +92,22 @@ class ChatSession:
     ) -> Turn | None:
         """Store ``text``, stream a reply through ``on_piece``, store and return the reply."""
         validate_message(text)
-        telling = about_the_user(text)
-        if not telling:
-            prompt, tokens = self.prompt(text)  # refuses a message too long before storing it
-        said = self.store.append(self.conversation_id, "user", text)
-        self.history.append(said)
-        if telling and self._day is not None:  # only a statement is a note
-            self._day.append(said)
-            self._index = None
-        if telling:
+        if about_the_user(text):
+            said = self._keep("user", text)
+            if self._day is not None:  # a new note: the index is built again when next read
+                self._day.append(said)
+                self._index = None
             reply = acknowledgement(text)
             on_piece(reply)
         else:
+            prompt, tokens = self.prompt(text)  # refuses a message too long before storing it
+            self._keep("user", text)
             reply = self._generate(prompt.reply_prefix, tokens, on_piece, should_stop)
-        if not reply:
-            return None
-        turn = self.store.append(self.conversation_id, "assistant", reply)
+        return self._keep("assistant", reply) if reply else None
+
+    def _keep(self, role: str, text: str) -> Turn:
+        """The turn stored (encrypted) and added to this conversation's history."""
+        turn = self.store.append(self.conversation_id, role, text)
         self.history.append(turn)
         return turn
 

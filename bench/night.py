@@ -130,6 +130,11 @@ def run(args: argparse.Namespace) -> dict:
         started = time.perf_counter()
         kept = bench.world_knowledge(known)
         timed("world_after", started)
+        forgotten = [
+            {"question": item.question, "answer": bench.session(False).answer(item.question)}
+            for item in known
+            if item not in kept
+        ]
         bench.close_engine()
     return {
         "seed": args.seed,
@@ -142,6 +147,8 @@ def run(args: argparse.Namespace) -> dict:
         "after": tally.rates(),
         "after_by_wording": tally.rates_by_wording(),
         "world_knowledge_retained": round(len(kept) / len(known), 4) if known else None,
+        "world_known_before": len(known),
+        "world_forgotten": forgotten,
         "failures": tally.failures,
         "seconds": {**seconds, "all": round(sum(seconds.values()), 2)},
     }

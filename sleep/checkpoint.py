@@ -50,6 +50,8 @@ class NightState:
     notes_done: int = 0
     asked: int = 0  # questions written about the notes (none: small talk, nothing to learn)
     probes: list[Probe] = field(default_factory=list)  # to train on
+    # Notes the teacher could answer none of its questions about: not learned, so carried.
+    unprobed: list[str] = field(default_factory=list)
     held_out: list[Probe] = field(default_factory=list)  # to verify with
     held_out_negatives: list[str] = field(default_factory=list)  # questions never answered
     changed: list[str] = field(default_factory=list)  # earlier probes today's notes change
@@ -98,6 +100,7 @@ def encode(state: NightState) -> bytes:
         "notes_done": state.notes_done,
         "asked": state.asked,
         "probes": [p.to_json() for p in state.probes],
+        "unprobed": state.unprobed,
         "held_out": [p.to_json() for p in state.held_out],
         "held_out_negatives": state.held_out_negatives,
         "changed": state.changed,
@@ -132,6 +135,7 @@ def decode(data: bytes) -> NightState:
             notes_done=meta["notes_done"],
             asked=meta["asked"],
             probes=[Probe.from_json(p) for p in meta["probes"]],
+            unprobed=meta.get("unprobed", []),
             held_out=[Probe.from_json(p) for p in meta["held_out"]],
             held_out_negatives=meta["held_out_negatives"],
             changed=meta["changed"],

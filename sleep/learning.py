@@ -26,15 +26,14 @@ from assistant.sleep import triage, verify, wake
 from assistant.sleep.checkpoint import PROBES, Checkpoints, NightState
 from assistant.sleep.options import SleepInterrupted, SleepOptions
 from assistant.sleep.probes import Probe
+from assistant.sleep.recipe import Recipe
 from assistant.sleep.report import CONSOLIDATED, KEPT, NOTHING_NEW, SleepReport
-from assistant.sleep.seeding import Hooks, KnowledgeSeeding, SeedingSettings, export_expert
+from assistant.sleep.seeding import Hooks, KnowledgeSeeding, export_expert
 from assistant.sleep.teacher import Teacher
 from assistant.store.db import fsync_directory
 
 # Room left after the teacher's note for a probe question and its answer.
 QUESTION_ROOM_TOKENS = 64
-TOP_K = 32  # the teacher's distribution is kept to its k likeliest tokens
-SAMPLES_PER_EVALUATION = 8  # on-policy samples drawn at each held-out check
 
 Stage = Callable[[SleepReport, str], AbstractContextManager[None]]
 
@@ -67,7 +66,7 @@ class Learning:
         self.expert_dir = wake.expert_dir(runtime.paths.experts_dir, report.sleep_id)
         # Each sleep (a retry of a night that was kept, too) draws its probes, batches and
         # samples afresh; a resumed night has its sleep id, so it goes on as it began.
-        self.seed = options.seed + report.sleep_id
+        self.recipe = Recipe.of(runtime.config, options.seed + report.sleep_id)
         self.checkpointed = False
         self.saved_at = time.monotonic()
         self.backend: Backend | None = None
@@ -81,6 +80,7 @@ class Learning:
         from assistant.models.hf_weights import read_config
 
         stage, report, night, config = self.stage, self.report, self.night, self.config
+        recipe = self.recipe
         model = self.runtime.models.get(report.model)
         experts = self.runtime.experts
         learned = experts.active(model.name)
@@ -88,10 +88,8 @@ class Learning:
             _check_integrity(self.runtime, learned)
             specs = [experts.chat_spec(self.runtime.memory, e) for e in learned]
             engine = ChatEngine(model.gguf_path, specs, config.n_ctx, n_threads=config.threads)
-            teacher = Teacher(
-                engine, config.sleep_max_answer_tokens, config.sleep_questions_per_note
-            )
-            room = engine.n_ctx - QUESTION_ROOM_TOKENS - config.sleep_max_answer_tokens
+            teacher = Teacher(engine, recipe.max_answer_tokens, recipe.questions_per_note)
+            room = engine.n_ctx - QUESTION_ROOM_TOKENS - recipe.max_answer_tokens
             sources = triage.notes_that_fit(
                 triage.day_notes(turns), lambda note: len(teacher.prompt([note], "")) <= room
             )
@@ -106,7 +104,7 @@ class Learning:
                 hf_dir = self.runtime.training_dir(model)
                 sealed = [(experts.open(self.runtime.memory, e), e.scale) for e in learned]
                 self.backend = _load_backend(
-                    hf_dir, sealed, night.backend_name, self.options, config, self.seed
+                    hf_dir, sealed, night.backend_name, self.options, config, recipe
                 )
                 report.backend = f"{self.backend.name}/{self.backend.device}"
                 if night.backend:
@@ -115,7 +113,7 @@ class Learning:
                 teacher,
                 self.backend,
                 night,
-                self._settings(),
+                recipe,
                 Hooks(self.progress, self._check_stop, self._checkpoint_if_due, self._checked),
                 read_config(hf_dir),
             )
@@ -167,7 +165,7 @@ class Learning:
         report.retention = _rounded(checks.retention)
         report.anchor_divergence = round(checks.anchor_divergence, 5)
         report.note_recall = [[sum(hits), len(hits)] for hits in checks.by_note.values()]
-        verdict = verify.judge(checks, verify.Thresholds.of(self.config))
+        verdict = verify.judge(checks, self.recipe.gates)
         if not verdict.passed:
             report.outcome, report.reason = KEPT, verdict.reason
             return []
@@ -195,22 +193,6 @@ class Learning:
         # Carried tonight once more: those carried ``sleep_max_tries`` nights are reported.
         last_try = self.config.sleep_max_tries - 1
         report.notes_overdue = sum(max(tries[t] for t in sources[n]) >= last_try for n in waiting)
-
-    def _settings(self) -> SeedingSettings:
-        config = self.config
-        return SeedingSettings(
-            top_k=TOP_K,
-            anchors=config.sleep_anchors,
-            negatives=config.sleep_negatives,
-            max_steps=config.sleep_steps,
-            learning_rate=config.sleep_learning_rate,
-            evaluate_every=config.sleep_evaluate_every,
-            samples_per_evaluation=SAMPLES_PER_EVALUATION,
-            stop_recall=config.sleep_stop_recall,
-            patience=config.sleep_patience,
-            max_anchor_divergence=config.sleep_max_anchor_divergence,
-            seed=self.seed,
-        )
 
     def _check_stop(self) -> None:
         reason = self.options.should_stop()
@@ -287,7 +269,7 @@ def _load_backend(
     name: str,
     options: SleepOptions,
     config: Config,
-    seed: int,
+    recipe: Recipe,
 ):
     """Backend ``name``: the one the runner resolved ``--backend`` to and the night records,
     so a resumed night trains with the backend whose training state it restores."""
@@ -298,7 +280,7 @@ def _load_backend(
         name,
         hf_dir,
         [LearnedExpert(e.adapter(), scale) for e, scale in learned],
-        NewExpert(rank=config.sleep_rank, alpha=2.0 * config.sleep_rank, seed=seed),
+        NewExpert(rank=recipe.rank, alpha=2.0 * recipe.rank, seed=recipe.seed),
         device=options.device,
         kernels=config.sleep_kernels,
     )

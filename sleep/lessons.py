@@ -25,13 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from assistant.backends.protocol import Backend, Continuation, Lesson, TopK, common_prefix
-
-FACTS_PER_BATCH = 8
-SAMPLES_PER_BATCH = 2
-# As many never-told questions as fact lessons: with 3 per batch half the held-out never-told
-# questions named a learned value; with 8 none did (bench/night.py, seeds 0 and 1).
-NEGATIVES_PER_BATCH = 8
-ANCHORS_PER_BATCH = 2
+from assistant.sleep.recipe import Recipe
 
 
 @dataclass(frozen=True)
@@ -90,20 +84,20 @@ class Pools:
     anchors: list[Lesson]
 
 
-def batch_at(step: int, pools: Pools, seed: int) -> list[Lesson]:
+def batch_at(step: int, pools: Pools, recipe: Recipe) -> list[Lesson]:
     """Step ``step``'s batch: facts in shuffled passes, then a few of each other pool. A
     function of its arguments alone, so a resumed night trains on exactly the batches the
     uninterrupted one would have."""
-    facts = len(pools.facts)
+    facts, per_batch, seed = len(pools.facts), recipe.facts_per_batch, recipe.seed
     picked = []
-    for position in range(step * FACTS_PER_BATCH, (step + 1) * FACTS_PER_BATCH):
+    for position in range(step * per_batch, (step + 1) * per_batch):
         epoch, offset = divmod(position, facts)
         picked.append(pools.facts[_pass_order(seed, epoch, facts)[offset]])
     rng = random.Random(f"{seed}/extras/{step}")
     for pool, count in (
-        (pools.samples, SAMPLES_PER_BATCH),
-        (pools.negatives, NEGATIVES_PER_BATCH),
-        (pools.anchors, ANCHORS_PER_BATCH),
+        (pools.samples, recipe.samples_per_batch),
+        (pools.negatives, recipe.negatives_per_batch),
+        (pools.anchors, recipe.anchors_per_batch),
     ):
         picked += rng.sample(pool, min(count, len(pool)))
     return picked
@@ -114,19 +108,11 @@ def _pass_order(seed: int, epoch: int, lessons: int) -> tuple[int, ...]:
     return tuple(random.Random(f"{seed}/pass/{epoch}").sample(range(lessons), lessons))
 
 
-@dataclass(frozen=True)
-class Schedule:
-    max_steps: int
-    learning_rate: float
-    evaluate_every: int
-    seed: int
-    deadline: float  # monotonic seconds: training stops here whatever else
-
-
 def train(
     backend: Backend,
     pools: Pools,
-    schedule: Schedule,
+    recipe: Recipe,
+    deadline: float,
     *,
     start_step: int = 0,
     on_step: Callable[[int, float, int], None] = lambda *_: None,
@@ -134,19 +120,19 @@ def train(
 ) -> tuple[int, float | None]:
     """Train from ``start_step`` until ``evaluate(steps done)``, called every
     ``evaluate_every`` steps, says the expert has learned, or ``max_steps``, or the
-    deadline. The learning rate decays linearly to zero over ``max_steps``.
-    ``on_step(steps done, loss, batch tokens)`` follows each step and may raise to stop.
-    Returns (steps done, the last loss)."""
+    ``deadline`` (monotonic seconds). The learning rate decays linearly to zero over
+    ``max_steps``. ``on_step(steps done, loss, batch tokens)`` follows each step and may
+    raise to stop. Returns (steps done, the last loss)."""
     loss = None
     step = start_step
     if not pools.facts:
         return step, loss
-    while step < schedule.max_steps and time.monotonic() < schedule.deadline:
-        batch = batch_at(step, pools, schedule.seed)
-        rate = schedule.learning_rate * (1 - step / schedule.max_steps)
+    while step < recipe.max_steps and time.monotonic() < deadline:
+        batch = batch_at(step, pools, recipe)
+        rate = recipe.learning_rate * (1 - step / recipe.max_steps)
         loss = backend.train_step(batch, rate)
         step += 1
         on_step(step, loss, sum(len(lesson.prompt) + len(lesson.answer) for lesson in batch))
-        if step % schedule.evaluate_every == 0 and evaluate(step):
+        if step % recipe.evaluate_every == 0 and evaluate(step):
             break
     return step, loss

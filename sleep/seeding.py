@@ -29,29 +29,8 @@ from assistant.sleep import lessons, probes, verify
 from assistant.sleep.anchors import ANCHOR_PROMPTS
 from assistant.sleep.checkpoint import TRAINING, NightState
 from assistant.sleep.probes import Probe
+from assistant.sleep.recipe import Recipe
 from assistant.sleep.teacher import Teacher
-
-SAMPLE_TEMPERATURE = 0.7
-# Training stops early when the anchors drift this many times the verification limit: more
-# steps would not bring them back in time.
-RUNAWAY_DIVERGENCE = 3.0
-# An anchor's answer is kept to its start: enough to hold the model's behaviour in place.
-ANCHOR_ANSWER_TOKENS = 24
-
-
-@dataclass(frozen=True)
-class SeedingSettings:
-    top_k: int
-    anchors: int  # shipped anchor prompts per night (a seeded sample), plus earlier probes
-    negatives: int
-    max_steps: int
-    learning_rate: float
-    evaluate_every: int
-    samples_per_evaluation: int
-    stop_recall: float  # held-out recall at which training stops
-    patience: int  # held-out checks without a better recall before training stops; 0: none
-    max_anchor_divergence: float
-    seed: int
 
 
 @dataclass(frozen=True)
@@ -67,21 +46,28 @@ class Hooks:
 
 
 def training_is_done(
-    settings: SeedingSettings, step: int, recall: float, drift: float, best_step: int
+    recipe: Recipe, step: int, recall: float, drift: float, best_step: int
 ) -> bool:
     """After a held-out check: the probes are learned, or recall has not improved for
     ``patience`` checks (the best expert is kept), or the anchors are running away."""
-    stalled = settings.patience > 0 and (
-        step - best_step >= settings.patience * settings.evaluate_every
-    )
-    runaway = drift > RUNAWAY_DIVERGENCE * settings.max_anchor_divergence
-    return recall >= settings.stop_recall or stalled or runaway
+    stalled = recipe.patience > 0 and (step - best_step >= recipe.patience * recipe.evaluate_every)
+    runaway = drift > recipe.runaway_divergence * recipe.gates.max_anchor_divergence
+    return recall >= recipe.stop_recall or stalled or runaway
 
 
 def check_score(recall: float, drift: float, max_anchor_divergence: float) -> float:
     """How good the expert of a held-out check is: its recall, less 1 when its anchors
     drifted past what verification allows, so the expert kept is one that could pass."""
     return recall if drift <= max_anchor_divergence else recall - 1.0
+
+
+def judged_notes(night: NightState) -> list[str]:
+    """The notes verification judges: those with probes, and those the teacher could write
+    none for (never learned, so carried to the next night rather than shredded). A note all of
+    whose questions a later correction answered is not among them: the newer note holds it."""
+    return list(
+        dict.fromkeys([*(p.note for p in [*night.probes, *night.held_out]), *night.unprobed])
+    )
 
 
 def export_expert(backend: Backend, hf_config: dict) -> tuple[PeftAdapter, bytes]:
@@ -98,14 +84,14 @@ class KnowledgeSeeding:
         teacher: Teacher,
         backend: Backend,
         night: NightState,
-        settings: SeedingSettings,
+        recipe: Recipe,
         hooks: Hooks,
         hf_config: dict,
     ) -> None:
         self.teacher = teacher
         self.backend = backend
         self.night = night
-        self.settings = settings
+        self.recipe = recipe
         self.hooks = hooks
         self.hf_config = hf_config
         self.end_of_turn = teacher.engine.end_of_turn
@@ -116,15 +102,17 @@ class KnowledgeSeeding:
         night = self.night
         for i in range(night.notes_done, len(notes)):
             self.hooks.check_stop()
-            questions = self.teacher.questions(notes[i], self.settings.seed + i)
+            questions = self.teacher.questions(notes[i], self.recipe.seed + i)
             night.asked += len(questions)
             found = [
                 probe
                 for question in questions
                 if (probe := self.teacher.probe(question, notes[i], notes[i + 1 :]))
             ]
+            if not found:
+                night.unprobed.append(notes[i])
             crash_point("probes")
-            train, held_out = probes.hold_out(found, random.Random(f"{self.settings.seed}/{i}"))
+            train, held_out = probes.hold_out(found, random.Random(f"{self.recipe.seed}/{i}"))
             night.lessons += self._fact_lessons(train)
             night.probes += train
             night.held_out += held_out
@@ -157,15 +145,15 @@ class KnowledgeSeeding:
         return self._ending_at_paragraph(examples)
 
     def _ending_at_paragraph(self, examples: list[lessons.Example]) -> list[Lesson]:
-        scored = lessons.lessons_for(self.backend, examples, self.settings.top_k)
+        scored = lessons.lessons_for(self.backend, examples, self.recipe.top_k)
         return [lessons.ending_here(lesson, self.end_of_turn) for lesson in scored]
 
     # -- 2 and 3. negatives and anchors --------------------------------------------------
     def negatives_and_anchors(self, notes: list[str], earlier: list[Probe]) -> None:
-        night, settings, teacher = self.night, self.settings, self.teacher
-        rng = random.Random(f"{settings.seed}/negatives")
+        night, recipe, teacher = self.night, self.recipe, self.teacher
+        rng = random.Random(f"{recipe.seed}/negatives")
         about = [*notes, *(f"{p.question} {p.answer}" for p in earlier)]
-        negatives = probes.negative_questions(about, settings.negatives, rng)
+        negatives = probes.negative_questions(about, recipe.negatives, rng)
         held = max(1, len(negatives) // 4) if len(negatives) > 1 else 0
         night.held_out_negatives = negatives[:held]
         abstain = [
@@ -173,22 +161,22 @@ class KnowledgeSeeding:
             self.end_of_turn,
         ]
         night.negative_lessons = [
-            lessons.hard_lesson(teacher.prompt([], q), abstain, settings.top_k)
+            lessons.hard_lesson(teacher.prompt([], q), abstain, recipe.top_k)
             for q in negatives[held:]
         ]
-        shipped = random.Random(f"{settings.seed}/anchors").sample(
-            ANCHOR_PROMPTS, min(settings.anchors, len(ANCHOR_PROMPTS))
+        shipped = random.Random(f"{recipe.seed}/anchors").sample(
+            ANCHOR_PROMPTS, min(recipe.anchors, len(ANCHOR_PROMPTS))
         )
         questions = [*shipped, *(p.question for p in earlier if p.question not in night.changed)]
         examples = []
         for question in dict.fromkeys(questions):
             self.hooks.check_stop()
             prompt = teacher.prompt([], question)
-            reply = teacher.reply(prompt, max_tokens=ANCHOR_ANSWER_TOKENS)
+            reply = teacher.reply(prompt, max_tokens=recipe.anchor_answer_tokens)
             answer = reply.answer(self.end_of_turn)
             if answer:
                 examples.append(lessons.Example(prompt, prompt, answer))
-        night.anchors = lessons.lessons_for(self.backend, examples, settings.top_k)
+        night.anchors = lessons.lessons_for(self.backend, examples, recipe.top_k)
         # KL to a top-k target is not zero even untrained (the mass outside the top k):
         # verification bounds how much training adds to it.
         night.anchor_baseline = self.backend.divergence(night.anchors) if night.anchors else 0.0
@@ -198,15 +186,8 @@ class KnowledgeSeeding:
     def train(
         self, deadline: float, on_step: Callable[[int, float, int], None]
     ) -> tuple[int, float | None]:
-        night, settings = self.night, self.settings
+        night, recipe = self.night, self.recipe
         pools = lessons.Pools(night.lessons, night.samples, night.negative_lessons, night.anchors)
-        schedule = lessons.Schedule(
-            settings.max_steps,
-            settings.learning_rate,
-            settings.evaluate_every,
-            settings.seed,
-            deadline,
-        )
 
         def evaluate(step: int, last: bool = False) -> bool:
             """Held-out recall of the expert so far (the best one that could pass is kept),
@@ -214,24 +195,30 @@ class KnowledgeSeeding:
             learned, no better for ``patience`` checks, or the anchors running away."""
             with self.candidate():
                 recall = verify.share(verify.recalled(self.closed_book, night.held_out)) or 0.0
-                if not last and step < settings.max_steps:
+                if not last and step < recipe.max_steps:
                     pools.samples[:] = night.samples = self._samples(step)
             drift = self._anchor_drift()
             self.hooks.checked(step, recall, drift)
             self.hooks.progress(
                 f"N3 training: step {step}, held-out recall {recall:.0%}, anchor drift {drift:.3f}"
             )
-            score = check_score(recall, drift, settings.max_anchor_divergence)
+            score = check_score(recall, drift, recipe.gates.max_anchor_divergence)
             if score > night.best_score:
                 night.best_score, night.best_step = score, step
                 night.best = self.backend.training_state()
-            return training_is_done(settings, step, recall, drift, night.best_step)
+            return training_is_done(recipe, step, recall, drift, night.best_step)
 
         started = night.step
         steps, loss = lessons.train(
-            self.backend, pools, schedule, start_step=started, on_step=on_step, evaluate=evaluate
+            self.backend,
+            pools,
+            recipe,
+            deadline,
+            start_step=started,
+            on_step=on_step,
+            evaluate=evaluate,
         )
-        if steps > started and steps % settings.evaluate_every:
+        if steps > started and steps % recipe.evaluate_every:
             evaluate(steps, last=True)  # the last stretch, cut short by the limit or deadline
         if night.best and night.best_step != steps:
             self.backend.restore_training_state(night.best)
@@ -240,14 +227,14 @@ class KnowledgeSeeding:
 
     def _samples(self, step: int) -> list[Lesson]:
         """The candidate's own answers to some training probes, to be scored by the teacher."""
-        chosen = random.Random(f"{self.settings.seed}/samples/{step}").sample(
-            self.night.probes, min(self.settings.samples_per_evaluation, len(self.night.probes))
+        chosen = random.Random(f"{self.recipe.seed}/samples/{step}").sample(
+            self.night.probes, min(self.recipe.samples_per_evaluation, len(self.night.probes))
         )
         examples = []
         for i, probe in enumerate(chosen):
             student = self.teacher.prompt([], probe.question)
             reply = self.teacher.reply(
-                student, temperature=SAMPLE_TEMPERATURE, seed=step * 1000 + i
+                student, temperature=self.recipe.sample_temperature, seed=step * 1000 + i
             )
             answer = reply.answer(self.end_of_turn)
             if answer:
@@ -278,7 +265,6 @@ class KnowledgeSeeding:
         night = self.night
         values = {v for p in [*night.probes, *night.held_out] for v in p.values}
         retained = [p for p in earlier if p.question not in night.changed]
-        taught = dict.fromkeys(p.note for p in [*night.probes, *night.held_out])
         divergence = self._anchor_drift()
         with self.candidate():
             return verify.check(
@@ -288,5 +274,5 @@ class KnowledgeSeeding:
                 retained,
                 values,
                 divergence,
-                list(taught),
+                judged_notes(night),
             )

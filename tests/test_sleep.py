@@ -195,6 +195,28 @@ def test_the_expert_keeps_the_notes_it_learned() -> None:
     assert judge(_checks(0.5, by_note=notes), opened).learned == ("a", "b", "c", "d")
 
 
+def test_a_note_the_teacher_could_ask_nothing_about_is_judged_not_learned() -> None:
+    """So a committed night carries it to the next one instead of shredding it unlearned."""
+    from assistant.sleep.checkpoint import NightState
+    from assistant.sleep.seeding import judged_notes
+
+    told, newer = nights.CANARIES[0], "Correction: my car is now blue."
+    preference = "From now on, I'd like concise cheerful answers."
+    night = NightState(
+        "m",
+        [],
+        probes=[Probe("What colour is my car?", newer, "Blue.", ("blue",))],
+        held_out=[Probe("What is my goldfish called?", told, "Zorblax-4417.", ("zorblax",))],
+        unprobed=[preference],
+    )
+    # "My car is red.", all of whose questions the correction answered, is held by the newer.
+    assert judged_notes(night) == [newer, told, preference]
+    checks = check(
+        lambda _: "Zorblax-4417.", night.held_out, [], [], set(), 0.0, judged_notes(night)
+    )
+    assert judge(checks, LIMITS).learned == (told,)
+
+
 def test_a_hard_lesson_puts_all_the_probability_on_its_answer() -> None:
     lesson = lessons.hard_lesson([1, 2], [7, 8, 9], top_k=4)
     assert lesson.targets.token_ids[:, 0].tolist() == [7, 8, 9]

@@ -22,9 +22,11 @@ from click.testing import CliRunner
 
 from assistant.backends.protocol import Lesson, NewExpert, TopK
 from assistant.cli import cli
+from assistant.config import Config
 from assistant.sleep import lessons as night_lessons
 from assistant.sleep.checkpoint import TRAINING, Checkpoints, NightState, decode, encode
 from assistant.sleep.probes import Probe
+from assistant.sleep.recipe import Recipe
 from assistant.sleep.state import SleepLog
 from tests import nights
 from tests.conftest import MLX_NIGHTS
@@ -67,6 +69,7 @@ def _night(rng: np.random.Generator) -> NightState:
         asked=9,
         probes=[Probe("Who is it?", told, f"It is {CANARY}.", ("zorblax", "4417"))],
         held_out=[Probe("What is my goldfish called?", told, CANARY, ("zorblax", "4417"))],
+        unprobed=["From now on, I'd like short answers."],
         held_out_negatives=["What is my dog called?"],
         changed=["Where do I live?"],
         lessons=_lessons(rng, 7),
@@ -96,6 +99,7 @@ def test_a_night_state_round_trips_through_its_encoding() -> None:
         "asked",
         "probes",
         "held_out",
+        "unprobed",
         "held_out_negatives",
         "changed",
         "anchor_baseline",
@@ -154,19 +158,25 @@ def test_a_checkpoint_is_sealed_replaced_atomically_and_shredded_with_its_key(ru
     assert row == (None,)
 
 
+def _recipe(seed: int, **settings) -> Recipe:
+    return Recipe.of(Config(**settings), seed)
+
+
 def test_the_batch_order_is_a_function_of_seed_and_step() -> None:
+    recipe = _recipe(7)
     rng = np.random.default_rng(0)
     pools = night_lessons.Pools(  # every pool larger than the count a batch takes from it
         _lessons(rng, 13),
-        _lessons(rng, night_lessons.SAMPLES_PER_BATCH + 1),
-        _lessons(rng, night_lessons.NEGATIVES_PER_BATCH + 1),
-        _lessons(rng, night_lessons.ANCHORS_PER_BATCH + 3),
+        _lessons(rng, recipe.samples_per_batch + 1),
+        _lessons(rng, recipe.negatives_per_batch + 1),
+        _lessons(rng, recipe.anchors_per_batch + 3),
     )
     facts = {id(lesson): i for i, lesson in enumerate(pools.facts)}
 
     def run(seed: int) -> list[list[int]]:
+        seeded = dataclasses.replace(recipe, seed=seed)
         return [
-            [id(lesson) for lesson in night_lessons.batch_at(step, pools, seed)]
+            [id(lesson) for lesson in night_lessons.batch_at(step, pools, seeded)]
             for step in range(10)
         ]
 
@@ -174,12 +184,8 @@ def test_the_batch_order_is_a_function_of_seed_and_step() -> None:
     stream = [facts[i] for step in run(7) for i in step if i in facts]
     for start in range(0, len(stream) - 13 + 1, 13):  # each pass has every fact lesson once
         assert sorted(stream[start : start + 13]) == list(range(13))
-    extras = (
-        night_lessons.SAMPLES_PER_BATCH
-        + night_lessons.NEGATIVES_PER_BATCH
-        + night_lessons.ANCHORS_PER_BATCH
-    )
-    assert all(len(step) == night_lessons.FACTS_PER_BATCH + extras for step in run(7))
+    extras = recipe.samples_per_batch + recipe.negatives_per_batch + recipe.anchors_per_batch
+    assert all(len(step) == recipe.facts_per_batch + extras for step in run(7))
 
 
 def _continuation_lessons(backend) -> list[Lesson]:
@@ -206,9 +212,7 @@ def test_training_resumed_from_its_state_equals_training_straight_through(
         Lesson([1, *p.prompt], p.answer, t) for p, t in zip(CONTINUATIONS, targets, strict=True)
     ]
     pools = night_lessons.Pools(facts, [], facts[:1], facts[1:])
-    schedule = night_lessons.Schedule(
-        max_steps=6, learning_rate=3e-2, evaluate_every=2, seed=4, deadline=float("inf")
-    )
+    recipe = _recipe(4, sleep_steps=6, sleep_learning_rate=3e-2, sleep_evaluate_every=2)
 
     def train(model, start: int = 0, stop_at: int | None = None) -> None:
         def on_step(step: int, loss: float, tokens: int) -> None:
@@ -216,7 +220,9 @@ def test_training_resumed_from_its_state_equals_training_straight_through(
                 raise StopIteration  # anything raised after a step stops training there
 
         with contextlib.suppress(StopIteration):
-            night_lessons.train(model, pools, schedule, start_step=start, on_step=on_step)
+            night_lessons.train(
+                model, pools, recipe, float("inf"), start_step=start, on_step=on_step
+            )
 
     train(straight)
     first = backend()
@@ -240,9 +246,7 @@ def test_training_stops_when_the_evaluation_says_it_has_learned(tiny_llama) -> N
     facts = [
         Lesson([1, *p.prompt], p.answer, t) for p, t in zip(CONTINUATIONS, targets, strict=True)
     ]
-    schedule = night_lessons.Schedule(
-        max_steps=50, learning_rate=1e-2, evaluate_every=4, seed=0, deadline=float("inf")
-    )
+    recipe = _recipe(0, sleep_steps=50, sleep_learning_rate=1e-2, sleep_evaluate_every=4)
     asked: list[int] = []
 
     def evaluate(step: int) -> bool:
@@ -250,26 +254,21 @@ def test_training_stops_when_the_evaluation_says_it_has_learned(tiny_llama) -> N
         return step >= 8
 
     steps, loss = night_lessons.train(
-        model, night_lessons.Pools(facts, [], [], []), schedule, evaluate=evaluate
+        model, night_lessons.Pools(facts, [], [], []), recipe, float("inf"), evaluate=evaluate
     )
     assert (steps, asked) == (8, [4, 8]) and loss is not None
 
 
 def test_training_stops_when_held_out_recall_has_not_improved_for_its_patience() -> None:
-    from assistant.sleep.seeding import SeedingSettings, training_is_done
+    from assistant.sleep.seeding import training_is_done
 
-    settings = SeedingSettings(
-        top_k=8,
-        anchors=4,
-        negatives=4,
-        max_steps=300,
-        learning_rate=1e-3,
-        evaluate_every=20,
-        samples_per_evaluation=8,
-        stop_recall=0.95,
-        patience=2,
-        max_anchor_divergence=0.1,
-        seed=0,
+    settings = _recipe(
+        0,
+        sleep_steps=300,
+        sleep_evaluate_every=20,
+        sleep_stop_recall=0.95,
+        sleep_patience=2,
+        sleep_max_anchor_divergence=0.1,
     )
     # Seed 0 of bench/night.py: best 0.89 at step 40, no better at 60 or 80.
     assert not training_is_done(settings, 60, 0.67, 0.07, best_step=40)

@@ -128,13 +128,10 @@ def run(args: argparse.Namespace) -> dict:
         bench.ask(questions.after, tally, with_memories=False)
         timed("ask_after", started)
         started = time.perf_counter()
-        kept = bench.world_knowledge(known)
+        answered = bench.world_answers(known)
         timed("world_after", started)
-        forgotten = [
-            {"question": item.question, "answer": bench.session(False).answer(item.question)}
-            for item in known
-            if item not in kept
-        ]
+        kept = [item for item, _, right in answered if right]
+        forgotten = [{"question": i.question, "answer": a} for i, a, right in answered if not right]
         bench.close_engine()
     return {
         "seed": args.seed,

@@ -388,12 +388,17 @@ class RecallBenchmark:
     ) -> list[WorldQuestion]:
         """The general questions answered right in fresh conversations (closed book, or with
         the day's memories there for chat to retrieve: a note must not hijack them)."""
-        right = []
+        return [item for item, _, right in self.world_answers(questions, with_memories) if right]
+
+    def world_answers(
+        self, questions: Sequence[WorldQuestion], with_memories: bool = False
+    ) -> list[tuple[WorldQuestion, str, bool]]:
+        """Each general question, its answer in a fresh conversation, and whether it is right."""
+        answered = []
         for item in questions:
             answer = self.session(with_memories).answer(item.question)
-            if any(mentions(answer, expected) for expected in item.answers):
-                right.append(item)
-        return right
+            answered.append((item, answer, any(mentions(answer, a) for a in item.answers)))
+        return answered
 
     def drift_slice(self) -> dict[str, list[float]]:
         """[summed negative log-likelihood, tokens] of the assistant's turns in a fixed held-out

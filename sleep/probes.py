@@ -411,9 +411,100 @@ def subject_questions(note: str) -> list[str]:
     return found
 
 
+# First-person statements with no "my ..." subject ("I'd like concise answers.", "I'm allergic
+# to pollen."): the lasting habits, tastes and states a user tells, by verb, so that moods
+# ("I'm feeling tired.") and one-off events ("I had a long day.") are not asked about.
+_HABITS = frozenset(
+    [
+        "like",
+        "love",
+        "prefer",
+        "want",
+        "enjoy",
+        "hate",
+        "drink",
+        "eat",
+        "drive",
+        "ride",
+        "support",
+        "play",
+        "speak",
+        "study",
+        "read",
+        "watch",
+        "order",
+        "wear",
+        "collect",
+        "use",
+        "own",
+        "live",
+        "work",
+        "get",
+    ]
+)
+_STATES = frozenset(["allergic", "based", "employed", "married", "from", "into"])
+_PARTICLES = frozenset(
+    ["around", "in", "at", "as", "to", "for", "on", "with", "by", "of", "about", "from", "into"]
+)
+_TASTES = frozenset(["like", "love", "want", "enjoy", "prefer"])
+_PLACES = frozenset(["live", "work", "based"])  # asked "where" when followed by "in" or "at"
+_ADVERBS = frozenset(
+    ["usually", "always", "really", "now", "just", "also", "still", "often", "mostly", "actually"]
+)
+_FIRST_PERSON = re.compile(r"\bI(?P<aux>'d|'m| would| am)?\s+(?P<rest>[^.!?,;:]+)")
+MIN_KIND_WORDS = 3  # an object of this many content words has a head that is not the value
+
+
+def first_person_questions(note: str) -> list[str]:
+    """How a user asks about a habit, taste or state they told in the first person: "Where
+    do I live?", "Who do I support?", "What am I allergic to?"; a taste also as a
+    preference ("What would I prefer?", "What kind of answers would I prefer?" for "I'd
+    like concise cheerful answers."): the starter, the note in context, reads "I'd like"
+    in its notes as its own wish and answers "I'm glad to have you here.", but answers
+    "prefer" from the note."""
+    found = []
+    for match in _FIRST_PERSON.finditer(note):
+        aux = {"'d": "would", " would": "would", "'m": "am", " am": "am"}.get(
+            match.group("aux") or "", "do"
+        )
+        rest = [w for w in match.group("rest").split() if w not in _ADVERBS]
+        if not rest or rest[0] not in (_STATES if aux == "am" else _HABITS):
+            continue
+        verb = [rest[0]]
+        while len(verb) < len(rest) and rest[len(verb)] in _PARTICLES:
+            verb.append(rest[len(verb)])
+        thing = rest[len(verb) :]
+        if not thing:
+            continue
+        wh, asked = "What", verb
+        if verb[0] in _PLACES and verb[-1] in ("in", "at"):
+            wh, asked = "Where", verb[:-1]
+        elif verb[-1] == "from":
+            wh = "Where"
+        elif thing[0][0].isupper():
+            wh = "Who"
+        ways = [asked, ["prefer"]] if verb[0] in _TASTES else [asked]
+        found += [f"{wh} {aux} I {' '.join(way)}?" for way in ways]
+        found += ["What is my preference?"] if verb[0] in _TASTES else []
+        head = thing[-1]
+        described = [w for w in thing if w.lower() not in STOP_WORDS]
+        if len(described) >= MIN_KIND_WORDS and head.isalpha() and head.islower():
+            found += [f"What kind of {head} {aux} I {' '.join(way)}?" for way in ways]
+    return list(dict.fromkeys(found))
+
+
 def reverse_questions(note: str) -> list[str]:
     """The reverse direction: "Who is Ramona?" for each name in the note."""
     return [f"{'What' if ' ' in name else 'Who'} is {name}?" for name in note_names(note)]
+
+
+# What a user may ask about a person they told of and never told: near misses for a night.
+_UNTOLD_OF_PEOPLE = (
+    "When is {}'s birthday?",
+    "Where does {} live?",
+    "What does {} do for a living?",
+)
+_KINDS = (_RELATIVES, _PETS, _EVENTS)  # things of one kind: told one, ask of the others
 
 
 def negative_questions(about: Sequence[str], count: int, rng: random.Random) -> list[str]:
@@ -427,6 +518,40 @@ def negative_questions(about: Sequence[str], count: int, rng: random.Random) -> 
         q for q in (*NEGATIVE_QUESTIONS, *invented) if not any(related(q, t) for t in about)
     ]
     return rng.sample(candidates, min(count, len(candidates)))
+
+
+def near_misses(
+    questions: Sequence[str], about: Sequence[str], count: int, rng: random.Random
+) -> list[str]:
+    """Up to ``count`` never-told questions as close as can be to what was told: each asked
+    question about a relative, pet or event, put to another of its kind that ``about`` does
+    not speak of ("What's my grandmother called?" from "What's my mother called?"), and
+    what was never said of a told relative ("When is my sister's birthday?")."""
+    found = []
+    for question in questions:
+        for kind in _KINDS:
+            for told in (t for t in kind if _named(t).search(question)):
+                others = [t for t in kind if t != told and not _told(t, about)]
+                if others:
+                    other = rng.choice(others).replace("_", " ")
+                    found.append(_named(told).sub(other, question))
+    for told in (t for t in _RELATIVES if _told(t, about)):
+        found += [frame.format(f"my {told.replace('_', ' ')}") for frame in _UNTOLD_OF_PEOPLE]
+    untold = [
+        q
+        for q in dict.fromkeys(found)
+        if not any(content_words(q) <= content_words(t) for t in about)
+    ]
+    return rng.sample(untold, min(count, len(untold)))
+
+
+def _named(thing: str) -> re.Pattern[str]:
+    """Where a text names ``thing`` ("mother", not inside "grandmother")."""
+    return re.compile(rf"\b{thing.replace('_', ' ')}\b", re.IGNORECASE)
+
+
+def _told(thing: str, about: Sequence[str]) -> bool:
+    return any(_named(thing).search(text) for text in about)
 
 
 def hold_out(probes: Sequence[Probe], rng: random.Random) -> tuple[list[Probe], list[Probe]]:

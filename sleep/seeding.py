@@ -153,7 +153,11 @@ class KnowledgeSeeding:
         night, recipe, teacher = self.night, self.recipe, self.teacher
         rng = random.Random(f"{recipe.seed}/negatives")
         about = [*notes, *(f"{p.question} {p.answer}" for p in earlier)]
-        negatives = probes.negative_questions(about, recipe.negatives, rng)
+        asked = [p.question for p in night.probes]
+        others = probes.negative_questions(about, recipe.negatives, rng)
+        near = probes.near_misses(asked, about, recipe.near_misses, rng)
+        negatives = list(dict.fromkeys([*others, *near]))
+        rng.shuffle(negatives)  # the held-out ones are near misses in the same share
         held = max(1, len(negatives) // 4) if len(negatives) > 1 else 0
         night.held_out_negatives = negatives[:held]
         abstain = [

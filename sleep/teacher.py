@@ -82,10 +82,11 @@ class Teacher:
         return self.reply(self.prompt(notes, question))
 
     def questions(self, note: str, seed: int) -> list[str]:
-        """Questions about the note: how a user asks about each thing of theirs it speaks of,
-        the teacher's own (greedy, then sampled), then the reverse direction."""
+        """Questions about the note: how a user asks about each thing of theirs it speaks of
+        and each habit or taste it tells, the teacher's own (greedy, then sampled), then the
+        reverse direction."""
         request = self._questions_request(note)
-        found = probes.subject_questions(note)
+        found = [*probes.subject_questions(note), *probes.first_person_questions(note)]
         for sample in range(QUESTION_SAMPLES if request else 0):
             if len(set(found)) >= self.questions_per_note:
                 break  # what more lists would add is cut below

@@ -66,12 +66,9 @@ def earlier_probes(runtime: Runtime, learned: list[ExpertRecord]) -> list[Probe]
     """The kept probes of the experts learned before tonight."""
     kept = []
     for expert in learned:
-        row = runtime.database.execute(
-            "SELECT sealed FROM expert_probes WHERE expert_id = ?", [expert.id]
-        ).fetchone()
-        if row:
-            data = json.loads(runtime.memory.unseal(f"expert-probes:{expert.id}", row[0]))
-            kept += [_probe(item) for item in data]
+        data = runtime.experts.probes(runtime.memory, expert)
+        if data is not None:
+            kept += [_probe(item) for item in json.loads(data)]
     return kept
 
 
@@ -129,10 +126,7 @@ def _commit(
             expert.config()["r"],
             sleep_id=row.id,
             created_at=now(),
-        )
-        database.execute(
-            "INSERT INTO expert_probes (expert_id, sealed) VALUES (?, ?)",
-            [expert_id, store.seal(f"expert-probes:{expert_id}", kept)],
+            probes=kept,
         )
         report.expert_id = expert_id
         log.advance(

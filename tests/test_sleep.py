@@ -23,7 +23,9 @@ from assistant.sleep import lessons, triage
 from assistant.sleep.probes import (
     ABSTAIN,
     Probe,
+    first_person_questions,
     hold_out,
+    near_misses,
     negative_questions,
     parse_questions,
     related,
@@ -103,6 +105,36 @@ def test_a_note_is_asked_about_each_thing_of_the_users_it_speaks_of() -> None:
     assert "What is my father's name?" in named and "When is my father?" not in named
     assert "What is my job?" in subject_questions("My job is clinical designer.")
     assert "What do you know about my job?" in subject_questions("My job is clinical designer.")
+
+
+def test_a_habit_or_taste_told_in_the_first_person_is_asked_about() -> None:
+    assert first_person_questions("From now on, I'd like concise cheerful answers.") == [
+        "What would I like?",
+        "What would I prefer?",
+        "What is my preference?",
+        "What kind of answers would I like?",
+        "What kind of answers would I prefer?",
+    ]
+    assert first_person_questions("I live in Tarvik.") == ["Where do I live?"]
+    assert first_person_questions("I'm allergic to bee stings.") == ["What am I allergic to?"]
+    assert first_person_questions("I support Tarvik United.") == ["Who do I support?"]
+    # Moods and one-off events are not things to remember.
+    assert first_person_questions("I'm feeling tired.") == []
+    assert first_person_questions("I had a long day.") == []
+    assert first_person_questions("I need a break.") == []
+
+
+def test_near_misses_ask_of_untold_things_what_was_asked_of_told_ones() -> None:
+    notes = ["My mother is called Linnea.", "My sister's birthday is on May 3."]
+    asked = ["What's my mother called?", "Who is Linnea?", "When is my sister's birthday?"]
+    found = near_misses(asked, notes, 100, random.Random(0))
+    assert any(q.startswith("What's my ") and q.endswith(" called?") for q in found)
+    assert "When is my mother's birthday?" in found and "Where does my sister live?" in found
+    # Never what a note tells, nor about a told relative under another's question.
+    assert "When is my sister's birthday?" not in found
+    assert not any("mother called" in q or "Linnea" in q for q in found)
+    assert len(near_misses(asked, notes, 2, random.Random(0))) == 2
+    assert found == near_misses(asked, notes, 100, random.Random(0))
 
 
 def test_the_value_is_what_the_answer_takes_from_the_note() -> None:

@@ -59,7 +59,7 @@ async def test_first_run_opens_the_chat_on_the_starter_and_streams_a_reply(home)
         assert any("starter model smollm2" in note.message for note in app._notifications)
         prompt.focus()
         await pilot.press(*"Hello! Who are you?", "enter")
-        await wait_until(pilot, lambda: not app._replying and len(app.query(MessageView)) == 2)
+        await wait_until(pilot, lambda: not app.chat.replying and len(app.query(MessageView)) == 2)
         reply = app.query(MessageView)[1]
         assert reply.role == "assistant" and reply.text.strip()
 
@@ -75,7 +75,7 @@ async def test_message_gets_a_streamed_reply_and_is_remembered(model_home):
         await pilot.press(*"Tell me a story", "shift+enter", *"about a cat")
         assert prompt.text == "Tell me a story\nabout a cat"
         await pilot.press("enter")
-        await wait_until(pilot, lambda: not app._replying and len(app.query(MessageView)) == 2)
+        await wait_until(pilot, lambda: not app.chat.replying and len(app.query(MessageView)) == 2)
         user, reply = app.query(MessageView)
         assert user.text == "Tell me a story\nabout a cat"
         assert reply.role == "assistant" and reply.text.strip()
@@ -90,7 +90,7 @@ async def test_message_gets_a_streamed_reply_and_is_remembered(model_home):
         await pilot.press("ctrl+n")
         await pilot.pause()
         assert len(app.query(MessageView)) == 0
-        assert app.session.conversation_id != user_conversation(runtime)
+        assert app.chat.session.conversation_id != user_conversation(runtime)
     assert runtime.memory.count() == 2
 
 
@@ -115,7 +115,7 @@ async def test_a_fact_told_is_read_back_in_this_conversation_and_in_new_ones(hom
                 await wait_until(pilot, lambda: len(app.query(MessageView)) == 0)
             prompt.focus()
             await pilot.press(*said, "enter")
-            await wait_until(pilot, lambda: not app._replying and app.query(MessageView))
+            await wait_until(pilot, lambda: not app.chat.replying and app.query(MessageView))
             await wait_until(pilot, lambda: app.query(MessageView)[-1].role == "assistant")
             replies.append(app.query(MessageView)[-1].text)
     assert replies[0] == "Got it: your daughter's name is Elowen and she is seven."
@@ -154,12 +154,12 @@ async def test_a_message_sent_during_a_reply_is_answered_after_it(model_home):
         app.engine.stream = stream_held
         prompt.focus()
         await pilot.press(*"Tell me a long story.", "enter")
-        await wait_until(pilot, lambda: app._replying)
+        await wait_until(pilot, lambda: app.chat.replying)
         await pilot.press(*"My cat is called Mittens.", "enter")  # typed while it streams
-        assert app._replying and "1 waiting" in status_text(app)
+        assert app.chat.replying and "1 waiting" in status_text(app)
         assert prompt.text == ""
         typed.set()
-        await wait_until(pilot, lambda: not app._replying and len(app.query(MessageView)) == 4)
+        await wait_until(pilot, lambda: not app.chat.replying and len(app.query(MessageView)) == 4)
         views = [(v.role, v.text) for v in app.query(MessageView)]
         assert [role for role, _ in views] == ["user", "assistant", "user", "assistant"]
         assert views[2:] == [
@@ -168,7 +168,7 @@ async def test_a_message_sent_during_a_reply_is_answered_after_it(model_home):
         ]
         assert "things told, not yet learned: 1" in status_text(app)
         assert "waiting" not in status_text(app)
-    stored = runtime.memory.conversation(app.session.conversation_id)
+    stored = runtime.memory.conversation(app.chat.session.conversation_id)
     assert [(t.role, t.text) for t in stored][2:] == views[2:]
     assert stored[1].text == views[1][1].strip()
 

@@ -29,7 +29,7 @@ SECRET = "my PIN is 4321"
 async def _say(pilot, text: str, views: int) -> None:
     await pilot.press(*text, "enter")
     app = pilot.app
-    await wait_until(pilot, lambda: not app._replying and len(app.query(MessageView)) == views)
+    await wait_until(pilot, lambda: not app.chat.replying and len(app.query(MessageView)) == views)
 
 
 async def test_the_chat_goes_on_after_a_sleep_in_another_process_shreds_its_turns(model_home):
@@ -38,7 +38,7 @@ async def test_the_chat_goes_on_after_a_sleep_in_another_process_shreds_its_turn
     async with app.run_test(size=(120, 40)) as pilot:
         (await ready(pilot)).focus()
         await _say(pilot, "Hello there, how are you today?", views=2)
-        conversation = app.session.conversation_id
+        conversation = app.chat.session.conversation_id
 
         # A real night in another process: small talk holds nothing to learn, so it shreds.
         night = await asyncio.to_thread(
@@ -54,7 +54,7 @@ async def test_the_chat_goes_on_after_a_sleep_in_another_process_shreds_its_turn
 
         await _say(pilot, "And my dog is Rex", views=4)
         assert [n for n in app._notifications if n.severity == "error"] == []
-        assert app.session.conversation_id == conversation
+        assert app.chat.session.conversation_id == conversation
         turns = runtime.memory.conversation(conversation)
         assert [t.text for t in turns][0] == "And my dog is Rex"
 
@@ -103,7 +103,7 @@ async def test_an_internal_error_in_a_worker_is_a_plain_message_and_the_chat_goe
         prompt.focus()
         await pilot.press(*SECRET, "enter")
         await wait_until(pilot, lambda: "internal error" in _shown(app))
-        await wait_until(pilot, lambda: not app._replying)
+        await wait_until(pilot, lambda: not app.chat.replying)
         assert "4321" not in _shown(app) and "Traceback" not in _shown(app)
         assert app.is_running and app.return_code is None
         await pilot.press(*"still here")

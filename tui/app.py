@@ -1,4 +1,5 @@
-"""The chat app. Generation runs in a worker thread; the UI never waits on the model.
+"""The chat app: the layout, the engine, the conversation list, the status bar, and the
+night an unlocked app starts; the conversation itself is the chat pane (tui/chat.py).
 
 An unexpected error never reaches Textual's crash screen, whose traceback shows local
 variables (what the user typed): it becomes a plain message naming only its type.
@@ -8,28 +9,26 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from collections.abc import Iterable
 
 from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Label, ListItem, ListView, Markdown, Static
+from textual.widgets import Footer, Header, Label, ListItem, ListView, Static
 
 from assistant.errors import AssistantError, NoModelError
 from assistant.runtime import Runtime
 from assistant.sleep.report import SleepReport
 from assistant.sleep.trigger.policy import Sensors
 from assistant.sleep.trigger.sensors import OPEN_BEAT_SECONDS, Heartbeat
-from assistant.store.memory import validate_message
 from assistant.tui.adapters import AdaptersScreen
+from assistant.tui.chat import ChatPane
 from assistant.tui.screens import NoModelScreen
 from assistant.tui.unlock import unlock_screen_for
-from assistant.tui.widgets import MessageView, PromptInput
+from assistant.tui.widgets import PromptInput, show_error
 
-UI_FLUSH_SECONDS = 0.03
 AWAKE_POLL_SECONDS = 0.5
 USE_BEAT_SECONDS = 1.0  # at most one "in use" beat per second of typing
 NIGHT_CHECK_SECONDS = 300.0  # how often an app unlocked with a passphrase checks if it is night
@@ -50,12 +49,9 @@ class AssistantApp(App):
         self.runtime = runtime
         runtime.passphrase_prompt = None  # asked on the unlock screen, never from a worker
         self.engine = None
-        self.session = None
+        self.chat = ChatPane(runtime)
         self.heartbeat = Heartbeat(runtime.paths.data_dir)
         self._last_beat = float("-inf")
-        self._stop = threading.Event()
-        self._replying = False
-        self._waiting: deque[str] = deque()  # sent while a reply streamed: answered in turn
         self.sensors = Sensors()
         self._night = None  # the `sleep auto` process this app started, while it runs
 
@@ -99,9 +95,7 @@ class AssistantApp(App):
             with Vertical(id="sidebar"):
                 yield Label("Conversations", id="sidebar-title")
                 yield ListView(id="conversations")
-            with Vertical():
-                yield VerticalScroll(id="messages")
-                yield PromptInput(id="prompt", disabled=True)
+            yield self.chat
         yield Static("loading...", id="status")
         yield Footer()
 
@@ -147,10 +141,7 @@ class AssistantApp(App):
     def _engine_ready(self, engine, report: SleepReport | None) -> None:
         self.engine = engine
         self._show_report(report)
-        self._open_conversation(None)
-        prompt = self.query_one(PromptInput)
-        prompt.disabled = False
-        prompt.focus()
+        self.chat.start(engine)
         if self._woke_a_sleep:
             self._awake_timer = self.set_interval(AWAKE_POLL_SECONDS, self._check_awake)
         self._night_timer = self.set_interval(NIGHT_CHECK_SECONDS, self._sleep_if_due)
@@ -194,40 +185,20 @@ class AssistantApp(App):
             self.notify(report.summary(), title="While you were away", timeout=30)
 
     # -- conversations --------------------------------------------------------
-    def _open_conversation(self, conversation_id: int | None) -> None:
-        """Open a conversation (None: a new one), held so that no sleep's shredding removes it."""
-        from assistant.chat import ChatSession
-
-        config, memory = self.runtime.config, self.runtime.memory
-        if conversation_id is None:
-            conversation_id = memory.new_conversation(held=True)
-        else:
-            memory.hold_conversation(conversation_id)
-        if self.session is not None and self.session.conversation_id != conversation_id:
-            memory.release_conversation(self.session.conversation_id)
-        self.session = ChatSession(
-            memory,
-            self.engine,
-            conversation_id,
-            max_reply_tokens=config.max_reply_tokens,
-            temperature=config.temperature,
-        )
-        messages = self.query_one("#messages", VerticalScroll)
-        messages.remove_children()
-        messages.mount_all(MessageView(t.role, t.text) for t in self.session.history)
-        messages.scroll_end(animate=False)
-        self._refresh_sidebar()
-        self._refresh_status()
-
     def on_unmount(self) -> None:
-        if self.session is not None:
-            self.runtime.memory.release_conversation(self.session.conversation_id)
+        self.chat.release()
+
+    @on(ChatPane.Changed)
+    def _chat_changed(self, event: ChatPane.Changed) -> None:
+        if event.listing:
+            self._refresh_sidebar()
+        self._refresh_status()
 
     def _refresh_sidebar(self) -> None:
         listing = self.query_one("#conversations", ListView)
         listing.clear()
         conversations = self.runtime.memory.conversations()
-        current = self.session.conversation_id if self.session else None
+        current = self.chat.session.conversation_id if self.chat.session else None
         ids = [c.id for c in conversations]
         if current is not None and current not in ids:
             ids.append(current)
@@ -242,92 +213,27 @@ class AssistantApp(App):
     def _refresh_status(self) -> None:
         model = self.runtime.models.active()
         experts = len(self.engine.experts) if self.engine else 0
-        notes = len(self.session.notes) if self.session else 0
+        notes = len(self.chat.session.notes) if self.chat.session else 0
         text = (
             f"model: {model.name if model else '-'}  |  experts: {experts}"
             f"  |  things told, not yet learned: {notes}"
         )
-        if self._replying:
+        if self.chat.replying:
             text += "  |  replying (Esc stops)"
-        if self._waiting:
-            text += f"  |  {len(self._waiting)} waiting"
+        if self.chat.waiting:
+            text += f"  |  {len(self.chat.waiting)} waiting"
         self.query_one("#status", Static).update(text)
 
     @on(ListView.Selected, "#conversations")
     def _switch(self, event: ListView.Selected) -> None:
-        if self._replying or event.item.name is None:
+        if self.chat.replying or event.item.name is None:
             return
         try:
-            self._open_conversation(int(event.item.name))
+            self.chat.open(int(event.item.name))
         except AssistantError as error:  # cleared by a sleep since the list was drawn
             self.show_error(error)
             self._refresh_sidebar()
         self.query_one(PromptInput).focus()
-
-    # -- replying ------------------------------------------------------------
-    @on(PromptInput.Submitted)
-    def _send(self, event: PromptInput.Submitted) -> None:
-        try:
-            validate_message(event.text)
-        except AssistantError as error:
-            self.query_one(PromptInput).text = event.text  # give it back to edit, not lost
-            self.show_error(error)
-            return
-        messages = self.query_one("#messages", VerticalScroll)
-        messages.mount(MessageView("user", event.text))
-        messages.scroll_end(animate=False)
-        if self._replying:  # answered once the reply being written ends
-            self._waiting.append(event.text)
-            self._refresh_status()
-            return
-        self._start_reply(event.text)
-
-    def _start_reply(self, text: str) -> None:
-        reply = MessageView("assistant")
-        self.query_one("#messages", VerticalScroll).mount(reply)
-        self._replying = True
-        self._stop.clear()
-        self._refresh_status()
-        self._reply(text, reply, Markdown.get_stream(reply))
-
-    @work(thread=True, exclusive=True, group="reply")
-    def _reply(self, text: str, view: MessageView, stream) -> None:
-        pending: list[str] = []
-        last_flush = time.monotonic()
-
-        def flush() -> None:
-            if pending:
-                self.call_from_thread(stream.write, "".join(pending))
-                pending.clear()
-
-        def show(piece: str) -> None:
-            # Hand text to the UI in batches so its event loop never paces the model.
-            nonlocal last_flush
-            view.add_text(piece)
-            pending.append(piece)
-            if time.monotonic() - last_flush >= UI_FLUSH_SECONDS:
-                flush()
-                last_flush = time.monotonic()
-
-        try:
-            self.session.respond(text, on_piece=show, should_stop=self._stop.is_set)
-        except AssistantError as error:
-            self.call_from_thread(self.show_error, error)
-        finally:
-            flush()
-            self.call_from_thread(stream.stop)
-            self.call_from_thread(self._reply_done, view)
-
-    def _reply_done(self, view: MessageView) -> None:
-        self._replying = False
-        if not view.text.strip():
-            view.remove()
-        self.query_one("#messages", VerticalScroll).scroll_end(animate=False)
-        if self._waiting:
-            self._start_reply(self._waiting.popleft())
-            return
-        self._refresh_sidebar()
-        self._refresh_status()
 
     def reload_experts(self) -> None:
         """Apply the experts the registry now lists (after a reset or an import)."""
@@ -346,28 +252,25 @@ class AssistantApp(App):
             self.call_from_thread(self.notify, line, timeout=15)
 
     def show_error(self, error: AssistantError) -> None:
-        message = str(error) + (f"\n{error.hint}" if error.hint else "")
-        self.notify(message, title="Error", severity="error", timeout=10)
+        show_error(self, error)
 
     # -- actions --------------------------------------------------------------
     def action_stop_reply(self) -> None:
-        self._stop.set()
+        self.chat.stop()
 
     def action_new_conversation(self) -> None:
-        if self.engine is not None and not self._replying:
-            self._open_conversation(None)
+        if self.engine is not None and not self.chat.replying:
+            self.chat.open(None)
             self.query_one(PromptInput).focus()
 
     def action_adapters(self) -> None:
-        if self._replying:
+        if self.chat.replying:
             self.notify("Wait for the reply to finish (Esc stops it).", severity="warning")
             return
         self.push_screen(AdaptersScreen())
 
     def action_copy_message(self) -> None:
-        focused = self.focused if isinstance(self.focused, MessageView) else None
-        views = list(self.query(MessageView))
-        target = focused or next((v for v in reversed(views) if v.role == "assistant"), None)
+        target = self.chat.last_reply()
         if target is None or not target.text:
             self.notify("Nothing to copy yet.")
             return

@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 from textual import events
+from textual.app import App
 from textual.message import Message
+from textual.widget import Widget
 from textual.widgets import Markdown, TextArea
+
+from assistant.errors import AssistantError
+
+
+def show_error(node: App | Widget, error: AssistantError) -> None:
+    """The error and what to do about it, as a notification."""
+    message = str(error) + (f"\n{error.hint}" if error.hint else "")
+    node.notify(message, title="Error", severity="error", timeout=10)
 
 
 class PromptInput(TextArea):

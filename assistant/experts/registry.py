@@ -27,7 +27,7 @@ from assistant.experts.peft import PeftAdapter
 from assistant.faults import crash_point
 from assistant.store.db import Database, fsync_directory, retry_while_busy
 from assistant.store.memory import MemoryStore
-from assistant.store.sealed import expert_key_label
+from assistant.store.sealed import expert_key_label, expert_probes_label
 
 if TYPE_CHECKING:
     from assistant.engine import ExpertSpec
@@ -143,8 +143,10 @@ class ExpertRegistry:
         sleep_id: int | None = None,
         origin: str = "sleep",
         created_at: str,
+        probes: bytes | None = None,
     ) -> int:
-        """Register the expert sealed under ``key`` in ``directory``; returns its id.
+        """Register the expert sealed under ``key`` in ``directory``, with the ``probes`` it
+        was verified on (sealed; an imported expert has none); returns its id.
 
         Call inside the caller's transaction when other rows must commit with it.
         """
@@ -165,7 +167,19 @@ class ExpertRegistry:
         )
         expert_id = int(cursor.lastrowid)
         self._set_key(memory, expert_id, model_name, hashes, key)
+        if probes is not None:
+            self.database.execute(
+                "INSERT INTO expert_probes (expert_id, sealed) VALUES (?, ?)",
+                [expert_id, memory.seal(expert_probes_label(expert_id), probes)],
+            )
         return expert_id
+
+    def probes(self, memory: MemoryStore, expert: ExpertRecord) -> bytes | None:
+        """The probes the expert was verified on, as ``add`` was given them (None: none)."""
+        row = self.database.execute(
+            "SELECT sealed FROM expert_probes WHERE expert_id = ?", [expert.id]
+        ).fetchone()
+        return None if row is None else memory.unseal(expert_probes_label(expert.id), row[0])
 
     def _set_key(
         self, memory: MemoryStore, expert_id: int, model_name: str, hashes: dict, key: bytes

@@ -75,6 +75,13 @@ _SLEEP_LABELS = {
 }
 
 
+EXPERT_PROBES = "expert-probes"  # the label of an expert's kept probes
+
+
+def expert_probes_label(expert_id: int) -> str:
+    return f"{EXPERT_PROBES}:{expert_id}"
+
+
 def sleep_label(column: str, sleep_id: int) -> str:
     """What the blob in ``column`` of night ``sleep_id``'s row is sealed to."""
     return f"{_SLEEP_LABELS[column]}:{sleep_id}"
@@ -86,7 +93,7 @@ SEALED_COLUMNS: tuple[SealedColumn, ...] = (
         SealedColumn("sleeps", column, "id", _record(label))
         for column, label in _SLEEP_LABELS.items()
     ),
-    SealedColumn("expert_probes", "sealed", "expert_id", _record("expert-probes", "expert_id")),
+    SealedColumn("expert_probes", "sealed", "expert_id", _record(EXPERT_PROBES, "expert_id")),
     SealedColumn("experts", "wrapped_key", "id", lambda row: record_ad(expert_key_label(row))),
 )
 

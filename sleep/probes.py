@@ -19,6 +19,7 @@ import random
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cache
 
 from assistant.prompting import SYSTEM_PROMPT
 from assistant.retrieval import STOP_WORDS
@@ -451,6 +452,7 @@ _PLACES = frozenset(["live", "work", "based"])  # asked "where" when followed by
 _ADVERBS = frozenset(
     ["usually", "always", "really", "now", "just", "also", "still", "often", "mostly", "actually"]
 )
+_AUXILIARIES = {"'d": "would", " would": "would", "'m": "am", " am": "am"}  # else "do"
 _FIRST_PERSON = re.compile(r"\bI(?P<aux>'d|'m| would| am)?\s+(?P<rest>[^.!?,;:]+)")
 MIN_KIND_WORDS = 3  # an object of this many content words has a head that is not the value
 
@@ -464,9 +466,7 @@ def first_person_questions(note: str) -> list[str]:
     "prefer" from the note."""
     found = []
     for match in _FIRST_PERSON.finditer(note):
-        aux = {"'d": "would", " would": "would", "'m": "am", " am": "am"}.get(
-            match.group("aux") or "", "do"
-        )
+        aux = _AUXILIARIES.get(match.group("aux") or "", "do")
         rest = [w for w in match.group("rest").split() if w not in _ADVERBS]
         if not rest or rest[0] not in (_STATES if aux == "am" else _HABITS):
             continue
@@ -527,16 +527,17 @@ def near_misses(
     question about a relative, pet or event, put to another of its kind that ``about`` does
     not speak of ("What's my grandmother called?" from "What's my mother called?"), and
     what was never said of a told relative ("When is my sister's birthday?")."""
+    told = {t for kind in _KINDS for t in kind if any(_named(t).search(a) for a in about)}
     found = []
     for question in questions:
         for kind in _KINDS:
-            for told in (t for t in kind if _named(t).search(question)):
-                others = [t for t in kind if t != told and not _told(t, about)]
+            for thing in (t for t in kind if _named(t).search(question)):
+                others = [t for t in kind if t != thing and t not in told]
                 if others:
                     other = rng.choice(others).replace("_", " ")
-                    found.append(_named(told).sub(other, question))
-    for told in (t for t in _RELATIVES if _told(t, about)):
-        found += [frame.format(f"my {told.replace('_', ' ')}") for frame in _UNTOLD_OF_PEOPLE]
+                    found.append(_named(thing).sub(other, question))
+    for told_one in (t for t in _RELATIVES if t in told):
+        found += [frame.format(f"my {told_one.replace('_', ' ')}") for frame in _UNTOLD_OF_PEOPLE]
     untold = [
         q
         for q in dict.fromkeys(found)
@@ -545,13 +546,10 @@ def near_misses(
     return rng.sample(untold, min(count, len(untold)))
 
 
+@cache
 def _named(thing: str) -> re.Pattern[str]:
     """Where a text names ``thing`` ("mother", not inside "grandmother")."""
     return re.compile(rf"\b{thing.replace('_', ' ')}\b", re.IGNORECASE)
-
-
-def _told(thing: str, about: Sequence[str]) -> bool:
-    return any(_named(thing).search(text) for text in about)
 
 
 def hold_out(probes: Sequence[Probe], rng: random.Random) -> tuple[list[Probe], list[Probe]]:
